@@ -1,0 +1,159 @@
+//! The authorization decision for a known key on a route. Pure: the caller
+//! supplies the time and the client address.
+
+use std::net::IpAddr;
+
+use chrono::{DateTime, Utc};
+
+use crate::auth::scope;
+use crate::keys::KeyEntry;
+use crate::outcome::{Detail, Outcome, Rejection};
+
+/// Checks, in order: revoked, expired, disabled, route allowed, IP allowed, scopes.
+/// State comes first so that a revoked key is reported as revoked wherever it is used.
+pub fn decide(
+    key: &KeyEntry,
+    route: usize,
+    required_scopes: &[String],
+    client_ip: IpAddr,
+    now: DateTime<Utc>,
+) -> Result<(), Rejection> {
+    if key.revoked {
+        return Err(Rejection::new(Outcome::RevokedKey));
+    }
+    if let Some(at) = key.expires_at.filter(|t| *t <= now) {
+        return Err(Rejection {
+            outcome: Outcome::ExpiredKey,
+            detail: Detail::ExpiredAt(at),
+        });
+    }
+    if !key.enabled {
+        return Err(Rejection::new(Outcome::DisabledKey));
+    }
+    if !key.allowed_routes.contains(route) {
+        return Err(Rejection::new(Outcome::RouteNotAllowed));
+    }
+    if !key.ip_allowed(client_ip) {
+        return Err(Rejection::new(Outcome::IpNotAllowed));
+    }
+    if scope::first_missing(&key.scopes, required_scopes).is_some() {
+        return Err(Rejection {
+            outcome: Outcome::InsufficientScope,
+            detail: Detail::RequiredScopes(required_scopes.to_vec()),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::entry::{IdentityHeaders, RouteSet};
+    use crate::ratelimit::window::Limits;
+    use chrono::Duration;
+    use http::HeaderValue;
+    use uuid::Uuid;
+
+    fn key() -> KeyEntry {
+        KeyEntry {
+            id: Uuid::nil(),
+            owner_id: "o".into(),
+            limit_id: Uuid::nil(),
+            scopes: vec!["orders:*".into()].into(),
+            allowed_cidrs: vec![
+                "10.0.0.0/8".parse().expect("cidr"),
+                "2001:db8::/32".parse().expect("cidr"),
+            ]
+            .into(),
+            allowed_routes: RouteSet::from_indices([0, 1], 3),
+            limits: Limits::default(),
+            enabled: true,
+            expires_at: None,
+            revoked: false,
+            deprecation: None,
+            headers: IdentityHeaders {
+                key_id: HeaderValue::from_static(""),
+                owner_id: HeaderValue::from_static(""),
+                scopes: HeaderValue::from_static(""),
+                metadata: Box::new([]),
+            },
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    fn code(r: Result<(), Rejection>) -> Option<Outcome> {
+        r.err().map(|e| e.outcome)
+    }
+
+    #[test]
+    fn valid_key_passes() {
+        let now = Utc::now();
+        let scopes = vec!["orders:read".to_string()];
+        assert_eq!(code(decide(&key(), 0, &scopes, ip("10.1.2.3"), now)), None);
+        assert_eq!(code(decide(&key(), 1, &[], ip("2001:db8::5"), now)), None);
+    }
+
+    #[test]
+    fn each_rejection() {
+        let now = Utc::now();
+        let none: Vec<String> = vec![];
+        let good_ip = ip("10.0.0.1");
+
+        let mut k = key();
+        k.revoked = true;
+        k.enabled = false;
+        assert_eq!(
+            code(decide(&k, 0, &none, good_ip, now)),
+            Some(Outcome::RevokedKey)
+        );
+
+        let mut k = key();
+        k.expires_at = Some(now - Duration::seconds(1));
+        let r = decide(&k, 0, &none, good_ip, now).expect_err("expired");
+        assert_eq!(r.outcome, Outcome::ExpiredKey);
+        assert_eq!(r.detail, Detail::ExpiredAt(now - Duration::seconds(1)));
+        k.expires_at = Some(now + Duration::seconds(1));
+        assert_eq!(
+            code(decide(&k, 0, &none, good_ip, now)),
+            None,
+            "not yet expired"
+        );
+
+        let mut k = key();
+        k.enabled = false;
+        assert_eq!(
+            code(decide(&k, 0, &none, good_ip, now)),
+            Some(Outcome::DisabledKey)
+        );
+
+        assert_eq!(
+            code(decide(&key(), 2, &none, good_ip, now)),
+            Some(Outcome::RouteNotAllowed)
+        );
+        assert_eq!(
+            code(decide(&key(), 0, &none, ip("192.0.2.1"), now)),
+            Some(Outcome::IpNotAllowed)
+        );
+        assert_eq!(
+            code(decide(&key(), 0, &none, ip("2001:db9::1"), now)),
+            Some(Outcome::IpNotAllowed)
+        );
+
+        let want = vec!["users:read".to_string()];
+        let r = decide(&key(), 0, &want, good_ip, now).expect_err("scope");
+        assert_eq!(r.detail, Detail::RequiredScopes(want));
+    }
+
+    #[test]
+    fn empty_cidrs_allow_any_address() {
+        let mut k = key();
+        k.allowed_cidrs = Box::new([]);
+        assert_eq!(
+            code(decide(&k, 0, &[], ip("198.51.100.1"), Utc::now())),
+            None
+        );
+    }
+}

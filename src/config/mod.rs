@@ -1,0 +1,244 @@
+//! Configuration: the TOML file ([`file`]), validated into the types below
+//! ([`validate`]). Every problem is reported at once, each with its path.
+
+mod file;
+mod secret;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::{HeaderName, Method};
+use ipnetwork::IpNetwork;
+
+use crate::ratelimit::window::Limits;
+pub use secret::{Secret, redact_url};
+
+/// Environment variables that override the file.
+pub mod env {
+    pub const CONFIG: &str = "KEYGATE_CONFIG";
+    pub const DATABASE_URL: &str = "KEYGATE_DATABASE_URL";
+    pub const REDIS_URL: &str = "KEYGATE_REDIS_URL";
+    pub const HASH_SECRET: &str = "KEYGATE_HASH_SECRET";
+    pub const ADMIN_TOKEN: &str = "KEYGATE_ADMIN_TOKEN";
+    pub const LOG_FORMAT: &str = "KEYGATE_LOG_FORMAT";
+    pub const LOG_LEVEL: &str = "KEYGATE_LOG";
+}
+
+pub const DEFAULT_PATH: &str = "config/keygate.toml";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub gateway: GatewayConfig,
+    pub keys: KeysConfig,
+    pub store: StoreConfig,
+    pub ratelimit: RateLimitConfig,
+    pub usage: UsageConfig,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
+    pub upstreams: Vec<UpstreamConfig>,
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub listen: SocketAddr,
+    pub threads: usize,
+    pub key_header: HeaderName,
+    pub accept_bearer: bool,
+    pub trusted_proxies: Vec<IpNetwork>,
+    pub forward_key: bool,
+    pub forward_metadata: Vec<String>,
+    /// How long SIGTERM waits for in-flight requests before closing them.
+    pub shutdown_grace: Duration,
+    pub upstream_keepalive_pool: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct KeysConfig {
+    pub default_prefix: String,
+    pub max_per_owner: u32,
+    /// How often the key table polls the store for changes it was not notified of.
+    pub sync_interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    Postgres(Secret),
+    Sqlite(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub enum HashSecretSource {
+    Env(Secret),
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub url: StoreUrl,
+    pub hash_secret: HashSecretSource,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnBackendError {
+    Local,
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RateLimitBackend {
+    Memory,
+    Redis(Secret),
+}
+
+#[derive(Debug, Clone)]
+pub struct RateLimitConfig {
+    pub backend: RateLimitBackend,
+    pub timeout: Duration,
+    pub on_backend_error: OnBackendError,
+    pub breaker_failures: u32,
+    pub breaker_probe_interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct UsageConfig {
+    pub enabled: bool,
+    pub flush_interval: Duration,
+    pub spool_dir: PathBuf,
+    pub queue_capacity: usize,
+    pub batch_size: usize,
+    pub spool_max_bytes: u64,
+    pub access_log: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// Bearer tokens; empty means the admin API is off (health and metrics stay up).
+    pub tokens: Vec<Secret>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub name: String,
+    /// `host:port` as written; resolved when the gateway starts.
+    pub servers: Vec<String>,
+    pub tls: bool,
+    pub sni: String,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub idle_timeout: Duration,
+    /// How long a server that failed to connect is skipped.
+    pub fail_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    Required,
+    Public,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub name: String,
+    /// Lowercase host without port.
+    pub host: Option<String>,
+    pub path_prefix: String,
+    /// Empty means every method.
+    pub methods: Vec<Method>,
+    /// Index into [`Config::upstreams`].
+    pub upstream: usize,
+    pub auth: AuthMode,
+    pub scopes: Vec<String>,
+    pub rate_limits: Limits,
+}
+
+/// One problem found in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every problem in a configuration, or a file that could not be read or parsed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("config file {path} has {} problem(s):\n{}", problems.len(), render(problems))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+fn render(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl Config {
+    /// Reads, parses and validates a file, applying `KEYGATE_*` overrides from the process environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, path, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses and validates TOML text. `env` looks up override variables.
+    pub fn from_toml(
+        text: &str,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        validate::parse(text, env).map_err(|e| match e {
+            validate::Failure::Syntax(message) => ConfigError::Syntax {
+                path: path.to_owned(),
+                message,
+            },
+            validate::Failure::Invalid(problems) => ConfigError::Invalid {
+                path: path.to_owned(),
+                problems,
+            },
+        })
+    }
+
+    pub fn route_index(&self, name: &str) -> Option<usize> {
+        self.routes.iter().position(|r| r.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,251 @@
+//! Building, starting and stopping a whole gateway: proxy, admin listener and
+//! background workers. `main` and the tests use the same path.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::{Fds, ListenFds};
+use pingora_core::services::Service as _;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::admin::{self, AdminState};
+use crate::auth::hash::KeyHasher;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::keys::KeyTable;
+use crate::metrics::Metrics;
+use crate::proxy::policy::Policy;
+use crate::proxy::upstream::UpstreamPool;
+use crate::proxy::{Proxy, ProxyState, listener};
+use crate::ratelimit::Health as RateLimitHealth;
+use crate::secrets;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Resolve(#[from] crate::proxy::upstream::ResolveError),
+    #[error(transparent)]
+    Secret(#[from] secrets::SecretLoadError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
+    #[error("cannot start the admin listener: {0}")]
+    Admin(std::io::Error),
+}
+
+/// Options that tests and embedders set; `main` uses the defaults.
+#[derive(Clone, Default)]
+pub struct BuildOptions {
+    pub clock: Clock,
+}
+
+/// A gateway that is built (sockets bound, state loaded) but not yet serving.
+pub struct Gateway {
+    config: Arc<Config>,
+    state: Arc<ProxyState>,
+    admin: Arc<AdminState>,
+    proxy_listener: std::net::TcpListener,
+    admin_listener: std::net::TcpListener,
+}
+
+/// How to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Stop accepting, let in-flight requests finish within the grace period.
+    Graceful,
+    /// Stop now.
+    Fast,
+}
+
+impl Gateway {
+    pub async fn build(config: Config) -> Result<Gateway, GatewayError> {
+        Self::build_with(config, BuildOptions::default()).await
+    }
+
+    pub async fn build_with(config: Config, opts: BuildOptions) -> Result<Gateway, GatewayError> {
+        let config = Arc::new(config);
+        let route_names: Vec<String> = config.routes.iter().map(|r| r.name.clone()).collect();
+        let metrics = Arc::new(Metrics::new(&route_names)?);
+        let secret = secrets::load_hash_secret(&config.store.hash_secret)?;
+        let hasher =
+            KeyHasher::new(secret.expose().as_bytes()).map_err(secrets::SecretLoadError::from)?;
+        let keys = Arc::new(KeyTable::default());
+        keys.mark_synced(opts.clock.now_ms());
+        let upstreams = config
+            .upstreams
+            .iter()
+            .map(UpstreamPool::new)
+            .collect::<Result<Vec<_>, _>>()?;
+        let policy = Policy::new(&config, hasher, keys.clone(), opts.clock.clone());
+        let state = Arc::new(ProxyState {
+            policy,
+            upstreams,
+            metrics: metrics.clone(),
+        });
+        let admin = Arc::new(AdminState {
+            metrics,
+            keys,
+            ratelimit: Arc::new(RateLimitHealth::new(config.ratelimit.on_backend_error)),
+            store_reachable: Arc::new(AtomicBool::new(true)),
+            clock: opts.clock,
+        });
+        let bind = |what, addr| {
+            listener::bind(addr).map_err(|source| GatewayError::Bind { what, addr, source })
+        };
+        Ok(Gateway {
+            proxy_listener: bind("gateway.listen", config.gateway.listen)?,
+            admin_listener: bind("admin.listen", config.admin.listen)?,
+            config,
+            state,
+            admin,
+        })
+    }
+
+    /// Starts serving. Must run inside a Tokio runtime, which hosts the admin
+    /// listener and background workers; the proxy gets runtimes of its own.
+    pub fn start(self) -> Result<RunningGateway, GatewayError> {
+        let proxy_addr = self
+            .proxy_listener
+            .local_addr()
+            .map_err(GatewayError::Admin)?;
+        let admin_addr = self
+            .admin_listener
+            .local_addr()
+            .map_err(GatewayError::Admin)?;
+        let threads = self.config.gateway.threads;
+
+        let mut conf = ServerConf::default();
+        conf.threads = threads;
+        conf.upstream_keepalive_pool_size = self.config.gateway.upstream_keepalive_pool;
+        conf.max_retries = 16;
+        let conf = Arc::new(conf);
+        let mut service = pingora_proxy::http_proxy_service_with_name(
+            &conf,
+            Proxy {
+                state: self.state.clone(),
+            },
+            "keygate",
+        );
+        let addr_key = proxy_addr.to_string();
+        let fds: ListenFds = Arc::new(parking_lot::Mutex::new(Fds::new()));
+        fds.lock()
+            .add(addr_key.clone(), into_raw_fd(self.proxy_listener));
+        service.add_tcp(&addr_key);
+
+        let runtime = pingora_runtime::Runtime::new_steal(threads, "keygate-proxy");
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let proxy_task = runtime.get_handle().spawn(async move {
+            service.start_service(Some(fds), shutdown_rx, 1).await;
+        });
+
+        let admin_listener =
+            tokio::net::TcpListener::from_std(self.admin_listener).map_err(GatewayError::Admin)?;
+        let (admin_stop_tx, mut admin_stop_rx) = watch::channel(false);
+        let app = admin::router(self.admin.clone());
+        let admin_task = tokio::spawn(async move {
+            let stop = async move {
+                let _ = admin_stop_rx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = axum::serve(admin_listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+            {
+                tracing::error!(error = %e, "admin listener failed");
+            }
+        });
+
+        Ok(RunningGateway {
+            proxy_addr,
+            admin_addr,
+            grace: self.config.gateway.shutdown_grace,
+            state: self.state,
+            shutdown_tx,
+            runtime: Some(runtime),
+            proxy_task,
+            admin_stop_tx,
+            admin_task,
+        })
+    }
+}
+
+fn into_raw_fd(l: std::net::TcpListener) -> std::os::fd::RawFd {
+    use std::os::fd::IntoRawFd;
+    l.into_raw_fd()
+}
+
+/// A serving gateway. Dropping it without [`RunningGateway::stop`] stops it abruptly.
+pub struct RunningGateway {
+    proxy_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    grace: Duration,
+    state: Arc<ProxyState>,
+    shutdown_tx: watch::Sender<bool>,
+    runtime: Option<pingora_runtime::Runtime>,
+    proxy_task: JoinHandle<()>,
+    admin_stop_tx: watch::Sender<bool>,
+    admin_task: JoinHandle<()>,
+}
+
+impl RunningGateway {
+    pub fn proxy_addr(&self) -> SocketAddr {
+        self.proxy_addr
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.state.metrics
+    }
+
+    /// Stops the gateway. Graceful: stop accepting, wait up to the grace period
+    /// for in-flight requests, then close what is left.
+    pub async fn stop(mut self, how: Stop) {
+        let _ = self.shutdown_tx.send(true);
+        if how == Stop::Graceful {
+            let deadline = Instant::now() + self.grace;
+            while self.state.metrics.inflight.get() > 0 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let left = self.state.metrics.inflight.get();
+            if left > 0 {
+                tracing::warn!(
+                    requests = left,
+                    "grace period over; closing requests still in flight"
+                );
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), &mut self.proxy_task).await;
+        }
+        if let Some(rt) = self.runtime.take() {
+            let _ = tokio::task::spawn_blocking(move || {
+                rt.shutdown_timeout(Duration::from_millis(500))
+            })
+            .await;
+        }
+        let _ = self.admin_stop_tx.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.admin_task).await;
+        self.admin_task.abort();
+    }
+}
+
+impl Drop for RunningGateway {
+    fn drop(&mut self) {
+        let _ = self.shutdown_tx.send(true);
+        let _ = self.admin_stop_tx.send(true);
+        self.admin_task.abort();
+        if let Some(rt) = self.runtime.take() {
+            // Dropping a runtime inside async code panics; let a thread do it.
+            std::thread::spawn(move || rt.shutdown_timeout(Duration::from_millis(100)));
+        }
+    }
+}

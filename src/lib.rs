@@ -1,0 +1,18 @@
+//! keygate: an API-key gateway on Pingora.
+
+pub mod admin;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod gateway;
+pub mod keys;
+pub mod metrics;
+pub mod outcome;
+pub mod proxy;
+pub mod ratelimit;
+pub mod secrets;
+pub mod store;
+
+pub use gateway::{BuildOptions, Gateway, RunningGateway, Stop};
+pub mod cli;
+pub mod telemetry;

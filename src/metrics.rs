@@ -1,0 +1,232 @@
+//! Prometheus metrics in a registry of keygate's own. Labels are bounded: route
+//! names come from the config, outcomes from [`Outcome`], results from a fixed set.
+//! Per-request handles are resolved once at start, so recording is a few atomics.
+
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
+};
+
+use crate::outcome::Outcome;
+
+/// The route label for requests that matched no route.
+pub const NO_ROUTE: &str = "_none";
+
+const REQUEST_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+const AUTH_BUCKETS: &[f64] = &[
+    0.000_002, 0.000_005, 0.00001, 0.000_025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
+    0.005, 0.01, 0.05, 0.1,
+];
+
+/// What happened to a usage record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageResult {
+    Written,
+    Spooled,
+    Dropped,
+}
+
+impl UsageResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UsageResult::Written => "written",
+            UsageResult::Spooled => "spooled",
+            UsageResult::Dropped => "dropped",
+        }
+    }
+}
+
+struct RouteMetrics {
+    by_outcome: Vec<IntCounter>,
+    duration: Histogram,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    /// Index `i` is route `i`; the last entry is [`NO_ROUTE`].
+    routes: Vec<RouteMetrics>,
+    pub auth_duration: Histogram,
+    pub keys_loaded: IntGauge,
+    pub key_sync_age: Gauge,
+    pub ratelimit_backend_errors: IntCounter,
+    pub ratelimit_degraded: IntGauge,
+    usage_events: [IntCounter; 3],
+    pub usage_queue_depth: IntGauge,
+    pub inflight: IntGauge,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("metrics registry: {0}")]
+pub struct MetricsError(#[from] prometheus::Error);
+
+impl Metrics {
+    pub fn new(route_names: &[String]) -> Result<Metrics, MetricsError> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("keygate_requests_total", "Requests by route and outcome"),
+            &["route", "outcome"],
+        )?;
+        let durations = prometheus::HistogramVec::new(
+            HistogramOpts::new(
+                "keygate_request_duration_seconds",
+                "Time from request head to the end of the response, by route",
+            )
+            .buckets(REQUEST_BUCKETS.to_vec()),
+            &["route"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(durations.clone()))?;
+        let routes = route_names
+            .iter()
+            .map(String::as_str)
+            .chain(std::iter::once(NO_ROUTE))
+            .map(|route| RouteMetrics {
+                by_outcome: Outcome::ALL
+                    .iter()
+                    .map(|o| requests.with_label_values(&[route, o.as_str()]))
+                    .collect(),
+                duration: durations.with_label_values(&[route]),
+            })
+            .collect();
+
+        let auth_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "keygate_auth_duration_seconds",
+                "Time spent in keygate before the upstream call (routing, auth, rate limits)",
+            )
+            .buckets(AUTH_BUCKETS.to_vec()),
+        )?;
+        let keys_loaded = IntGauge::new("keygate_keys_loaded", "Keys in the in-memory table")?;
+        let key_sync_age = Gauge::new(
+            "keygate_key_sync_age_seconds",
+            "Seconds since the key table last confirmed it is in sync with the store",
+        )?;
+        let ratelimit_backend_errors = IntCounter::new(
+            "keygate_ratelimit_backend_errors_total",
+            "Rate-limit backend calls that failed or timed out",
+        )?;
+        let ratelimit_degraded = IntGauge::new(
+            "keygate_ratelimit_degraded",
+            "1 while rate limiting falls back because the backend is unavailable",
+        )?;
+        let usage = IntCounterVec::new(
+            Opts::new(
+                "keygate_usage_events_total",
+                "Usage records by what became of them",
+            ),
+            &["result"],
+        )?;
+        let usage_events = [
+            UsageResult::Written,
+            UsageResult::Spooled,
+            UsageResult::Dropped,
+        ]
+        .map(|r| usage.with_label_values(&[r.as_str()]));
+        let usage_queue_depth = IntGauge::new(
+            "keygate_usage_queue_depth",
+            "Usage records waiting to be written",
+        )?;
+        let inflight = IntGauge::new("keygate_inflight_requests", "Requests being processed")?;
+        let build_info = IntGaugeVec::new(
+            Opts::new("keygate_build_info", "Build information; always 1"),
+            &["version"],
+        )?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+
+        registry.register(Box::new(auth_duration.clone()))?;
+        registry.register(Box::new(keys_loaded.clone()))?;
+        registry.register(Box::new(key_sync_age.clone()))?;
+        registry.register(Box::new(ratelimit_backend_errors.clone()))?;
+        registry.register(Box::new(ratelimit_degraded.clone()))?;
+        registry.register(Box::new(usage))?;
+        registry.register(Box::new(usage_queue_depth.clone()))?;
+        registry.register(Box::new(inflight.clone()))?;
+        registry.register(Box::new(build_info))?;
+
+        Ok(Metrics {
+            registry,
+            routes,
+            auth_duration,
+            keys_loaded,
+            key_sync_age,
+            ratelimit_backend_errors,
+            ratelimit_degraded,
+            usage_events,
+            usage_queue_depth,
+            inflight,
+        })
+    }
+
+    fn route(&self, route: Option<usize>) -> &RouteMetrics {
+        let last = self.routes.len() - 1;
+        &self.routes[route.map_or(last, |r| r.min(last))]
+    }
+
+    /// Counts one finished request.
+    pub fn request(&self, route: Option<usize>, outcome: Outcome, seconds: f64) {
+        let m = self.route(route);
+        m.by_outcome[outcome.index()].inc();
+        m.duration.observe(seconds);
+    }
+
+    pub fn usage(&self, result: UsageResult, n: u64) {
+        let i = match result {
+            UsageResult::Written => 0,
+            UsageResult::Spooled => 1,
+            UsageResult::Dropped => 2,
+        };
+        self.usage_events[i].inc_by(n);
+    }
+
+    pub fn usage_count(&self, result: UsageResult) -> u64 {
+        let i = match result {
+            UsageResult::Written => 0,
+            UsageResult::Spooled => 1,
+            UsageResult::Dropped => 2,
+        };
+        self.usage_events[i].get()
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::with_capacity(16 * 1024);
+        // Encoding our own well-formed families into a Vec cannot fail.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_contract_metric() {
+        let m = Metrics::new(&["orders".into()]).expect("metrics");
+        m.request(Some(0), Outcome::Ok, 0.001);
+        m.request(None, Outcome::RouteNotFound, 0.0001);
+        m.usage(UsageResult::Spooled, 2);
+        let text = m.render();
+        for name in [
+            "keygate_requests_total{outcome=\"ok\",route=\"orders\"} 1",
+            "keygate_requests_total{outcome=\"route_not_found\",route=\"_none\"} 1",
+            "keygate_request_duration_seconds_bucket",
+            "keygate_auth_duration_seconds_bucket",
+            "keygate_keys_loaded",
+            "keygate_key_sync_age_seconds",
+            "keygate_ratelimit_backend_errors_total",
+            "keygate_ratelimit_degraded",
+            "keygate_usage_events_total{result=\"spooled\"} 2",
+            "keygate_usage_queue_depth",
+            "keygate_build_info{version=",
+        ] {
+            assert!(text.contains(name), "missing {name}");
+        }
+        assert_eq!(m.usage_count(UsageResult::Spooled), 2);
+    }
+}

@@ -1,0 +1,205 @@
+//! keygate's Pingora service. The whole request lifecycle, in hook order:
+//!
+//! 1. [`new_ctx`](Proxy::new_ctx): a request head has been read; the request counts as in flight.
+//! 2. [`request_filter`](Proxy::request_filter): route, authenticate, authorize, rate-limit.
+//!    A rejection is answered here and the request ends.
+//! 3. [`upstream_peer`](Proxy::upstream_peer): choose a server of the route's upstream.
+//!    [`fail_to_connect`](Proxy::fail_to_connect) marks a dead server and retries the next.
+//! 4. [`upstream_request_filter`](Proxy::upstream_request_filter): header hygiene and identity.
+//! 5. [`response_filter`](Proxy::response_filter): response headers (request id, rate limits).
+//! 6. [`fail_to_proxy`](Proxy::fail_to_proxy): an upstream failure becomes a JSON 502/504.
+//! 7. [`logging`](Proxy::logging): metrics and the usage record, off the response path.
+//!
+//! Each hook is a few lines; the decisions live in [`super::policy`].
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+
+use super::ProxyState;
+use super::ctx::RequestCtx;
+use super::headers::REQUEST_ID;
+use super::reject::RejectionHttp;
+use crate::outcome::{Outcome, Rejection};
+
+pub struct Proxy {
+    pub state: Arc<ProxyState>,
+}
+
+#[async_trait]
+impl ProxyHttp for Proxy {
+    type CTX = RequestCtx;
+
+    /// A request head has been read. The context's guard counts it in flight until dropped.
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new(&self.state.metrics.inflight)
+    }
+
+    /// Runs keygate's policy. `Ok(true)`: we answered with a rejection and the
+    /// request ends; `Ok(false)`: forward upstream.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let s = &self.state;
+        s.policy.identify(session, ctx);
+        let verdict = s.policy.admit(session.req_header(), ctx);
+        let verdict = match verdict {
+            Ok(()) => s.limit(ctx).await,
+            Err(r) => Err(r),
+        };
+        let now = Instant::now();
+        ctx.policy_done = Some(now);
+        s.metrics
+            .auth_duration
+            .observe((now - ctx.start).as_secs_f64());
+        match verdict {
+            Ok(()) => Ok(false),
+            Err(rejection) => {
+                self.reject(session, ctx, rejection).await;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Picks the next untried server of the route's upstream (round-robin, healthy first).
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let route = ctx
+            .route
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route"))?;
+        let upstream = self.state.policy.route_config(route).upstream;
+        let pool = &self.state.upstreams[upstream];
+        let server = pool.pick(ctx.tried).ok_or_else(|| {
+            Error::explain(ErrorType::ConnectNoRoute, "no upstream server left to try")
+        })?;
+        ctx.tried.add(server);
+        ctx.upstream = Some(upstream);
+        ctx.server = Some(server);
+        Ok(pool.peer(server))
+    }
+
+    /// A connection attempt failed: skip that server for a while and retry on
+    /// another one if any is left.
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let (Some(u), Some(s)) = (ctx.upstream, ctx.server) {
+            let pool = &self.state.upstreams[u];
+            pool.mark_down(s);
+            tracing::warn!(upstream = %pool.name, server = %pool.server(s).addr, error = ?e.etype(), "upstream server failed to connect; skipping it");
+            e.set_retry(ctx.tried.count() < pool.len());
+        }
+        e
+    }
+
+    /// Strips client-sent `x-keygate-*` and the key, adds identity and forwarding headers.
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        req: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.upstream_connected = Some(Instant::now());
+        self.state.policy.upstream_headers(req, ctx)
+    }
+
+    /// Adds the request id and rate-limit headers to the upstream's response.
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        resp.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        self.state.response_headers(resp, ctx)
+    }
+
+    /// Pingora's own per-request error log is replaced by metrics and usage records.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {
+        true
+    }
+
+    /// The request failed after keygate let it through: answer 502/504 as JSON
+    /// if nothing has been sent yet.
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let outcome = classify(e);
+        tracing::debug!(request_id = %ctx.request_id, error = %e, outcome = outcome.as_str(), "proxy failure");
+        ctx.outcome = outcome;
+        let error_code = if session.response_written().is_some() || outcome == Outcome::ClientClosed
+        {
+            0
+        } else {
+            self.reject(session, ctx, Rejection::new(outcome)).await;
+            outcome.status()
+        };
+        FailToProxy {
+            error_code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    /// The response is finished (or abandoned): record metrics and usage.
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if e.is_some() && ctx.outcome == Outcome::Ok {
+            ctx.outcome = Outcome::UpstreamError;
+        }
+        self.state.finish(session, ctx);
+    }
+}
+
+impl Proxy {
+    /// Answers with a rejection's JSON body and headers.
+    async fn reject(&self, session: &mut Session, ctx: &mut RequestCtx, rejection: Rejection) {
+        ctx.outcome = rejection.outcome;
+        let body = rejection.body(&ctx.request_id);
+        let header = rejection
+            .header(
+                &ctx.request_id,
+                body.len(),
+                &self.state.policy.www_authenticate,
+            )
+            .and_then(|mut h| self.state.response_headers(&mut h, ctx).map(|_| h));
+        let Ok(header) = header else { return };
+        // An unread request body would be taken for the next request: do not reuse.
+        if !session.is_body_done() {
+            session.set_keepalive(None);
+        }
+        if session
+            .write_response_header(Box::new(header), false)
+            .await
+            .is_ok()
+        {
+            let _ = session.write_response_body(Some(body), true).await;
+        }
+    }
+}
+
+/// Maps a proxy failure to the outcome keygate reports.
+fn classify(e: &Error) -> Outcome {
+    match (e.esource(), e.etype()) {
+        (ErrorSource::Downstream, _) => Outcome::ClientClosed,
+        (_, ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout) => {
+            Outcome::UpstreamTimeout
+        }
+        (ErrorSource::Upstream, _) => Outcome::UpstreamUnavailable,
+        (_, ErrorType::ConnectNoRoute | ErrorType::ConnectRefused | ErrorType::ConnectError) => {
+            Outcome::UpstreamUnavailable
+        }
+        _ => Outcome::UpstreamError,
+    }
+}

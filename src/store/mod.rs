@@ -1,0 +1,3 @@
+//! Persistent storage: keys, usage records, audit log.
+
+pub mod model;
