@@ -123,11 +123,11 @@ impl Gateway {
             .map_err(GatewayError::Admin)?;
         let threads = self.config.gateway.threads;
 
-        let mut conf = ServerConf::default();
-        conf.threads = threads;
-        conf.upstream_keepalive_pool_size = self.config.gateway.upstream_keepalive_pool;
-        conf.max_retries = 16;
-        let conf = Arc::new(conf);
+        let conf = Arc::new(ServerConf {
+            threads,
+            upstream_keepalive_pool_size: self.config.gateway.upstream_keepalive_pool,
+            ..ServerConf::default()
+        });
         let mut service = pingora_proxy::http_proxy_service_with_name(
             &conf,
             Proxy {

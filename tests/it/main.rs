@@ -1,0 +1,6 @@
+//! Integration tests: the real gateway, a real upstream, real Postgres and Redis.
+//! One binary, so Pingora and friends are linked once.
+
+mod harness;
+
+mod proxy;
