@@ -13,16 +13,20 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState};
+use crate::audit::AuditSealer;
 use crate::auth::hash::KeyHasher;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::keys::EntryContext;
 use crate::keys::KeyTable;
+use crate::keys::sync::KeySync;
 use crate::metrics::Metrics;
 use crate::proxy::policy::Policy;
 use crate::proxy::upstream::UpstreamPool;
 use crate::proxy::{Proxy, ProxyState, listener};
 use crate::ratelimit::Health as RateLimitHealth;
 use crate::secrets;
+use crate::store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -40,6 +44,8 @@ pub enum GatewayError {
     Metrics(#[from] crate::metrics::MetricsError),
     #[error("cannot start the admin listener: {0}")]
     Admin(std::io::Error),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// Options that tests and embedders set; `main` uses the defaults.
@@ -53,9 +59,13 @@ pub struct Gateway {
     config: Arc<Config>,
     state: Arc<ProxyState>,
     admin: Arc<AdminState>,
+    sync: KeySync,
     proxy_listener: std::net::TcpListener,
     admin_listener: std::net::TcpListener,
 }
+
+/// How long `build` waits for the first key load before starting not-ready.
+const FIRST_LOAD_WAIT: Duration = Duration::from_secs(5);
 
 /// How to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,8 +88,27 @@ impl Gateway {
         let secret = secrets::load_hash_secret(&config.store.hash_secret)?;
         let hasher =
             KeyHasher::new(secret.expose().as_bytes()).map_err(secrets::SecretLoadError::from)?;
+        let store = store::open(&config.store, AuditSealer::new(&hasher)).await?;
         let keys = Arc::new(KeyTable::default());
-        keys.mark_synced(opts.clock.now_ms());
+        let store_reachable = Arc::new(AtomicBool::new(false));
+        let mut sync = KeySync::new(
+            store.clone(),
+            keys.clone(),
+            EntryContext::new(&config),
+            opts.clock.clone(),
+            config.keys.sync_interval,
+            store_reachable.clone(),
+        );
+        match tokio::time::timeout(FIRST_LOAD_WAIT, sync.load()).await {
+            Ok(Ok(n)) => tracing::info!(keys = n, store = store.kind(), "key table loaded"),
+            Ok(Err(crate::store::StoreError::Schema)) => {
+                return Err(crate::store::StoreError::Schema.into());
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "key store unavailable at start; not ready until it answers")
+            }
+            Err(_) => tracing::warn!("key store did not answer at start; not ready until it does"),
+        }
         let upstreams = config
             .upstreams
             .iter()
@@ -95,7 +124,7 @@ impl Gateway {
             metrics,
             keys,
             ratelimit: Arc::new(RateLimitHealth::new(config.ratelimit.on_backend_error)),
-            store_reachable: Arc::new(AtomicBool::new(true)),
+            store_reachable,
             clock: opts.clock,
         });
         let bind = |what, addr| {
@@ -107,6 +136,7 @@ impl Gateway {
             config,
             state,
             admin,
+            sync,
         })
     }
 
@@ -163,7 +193,12 @@ impl Gateway {
             }
         });
 
+        let (bg_stop_tx, bg_stop_rx) = watch::channel(false);
+        let background = vec![tokio::spawn(self.sync.run(bg_stop_rx))];
+
         Ok(RunningGateway {
+            bg_stop_tx,
+            background,
             proxy_addr,
             admin_addr,
             grace: self.config.gateway.shutdown_grace,
@@ -193,6 +228,8 @@ pub struct RunningGateway {
     proxy_task: JoinHandle<()>,
     admin_stop_tx: watch::Sender<bool>,
     admin_task: JoinHandle<()>,
+    bg_stop_tx: watch::Sender<bool>,
+    background: Vec<JoinHandle<()>>,
 }
 
 impl RunningGateway {
@@ -232,6 +269,10 @@ impl RunningGateway {
             })
             .await;
         }
+        let _ = self.bg_stop_tx.send(true);
+        for task in &mut self.background {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
         let _ = self.admin_stop_tx.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.admin_task).await;
         self.admin_task.abort();
@@ -242,7 +283,11 @@ impl Drop for RunningGateway {
     fn drop(&mut self) {
         let _ = self.shutdown_tx.send(true);
         let _ = self.admin_stop_tx.send(true);
+        let _ = self.bg_stop_tx.send(true);
         self.admin_task.abort();
+        for task in &self.background {
+            task.abort();
+        }
         if let Some(rt) = self.runtime.take() {
             // Dropping a runtime inside async code panics; let a thread do it.
             std::thread::spawn(move || rt.shutdown_timeout(Duration::from_millis(100)));

@@ -14,5 +14,6 @@ pub mod secrets;
 pub mod store;
 
 pub use gateway::{BuildOptions, Gateway, RunningGateway, Stop};
+pub mod audit;
 pub mod cli;
 pub mod telemetry;

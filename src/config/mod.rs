@@ -14,6 +14,7 @@ use ipnetwork::IpNetwork;
 
 use crate::ratelimit::window::Limits;
 pub use secret::{Secret, redact_url};
+pub use validate::{is_metadata_field, validate_cidr};
 
 /// Environment variables that override the file.
 pub mod env {

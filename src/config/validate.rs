@@ -188,7 +188,7 @@ impl Checker {
     }
 
     fn cidr(&mut self, path: &str, s: &str) -> Option<IpNetwork> {
-        match parse_cidr(s) {
+        match validate_cidr(s) {
             Ok(n) => Some(n),
             Err(e) => {
                 self.problem(path, e);
@@ -596,7 +596,7 @@ impl Checker {
     }
 }
 
-pub fn parse_cidr(s: &str) -> Result<IpNetwork, String> {
+pub fn validate_cidr(s: &str) -> Result<IpNetwork, String> {
     let net = IpNetwork::from_str(s).map_err(|e| format!("invalid CIDR {s:?}: {e}"))?;
     // `10.0.0.1/8` is almost always a typo for `10.0.0.0/8`; refuse rather than guess.
     if net.network() != net.ip() {

@@ -1,7 +1,12 @@
-//! API keys at run time: the in-memory table and how it stays in sync.
+//! API keys at run time: the in-memory table, its sync with the store, and the
+//! management service used by the CLI and the admin API.
 
 pub mod entry;
+pub mod service;
+pub mod sync;
 pub mod table;
+pub mod validate;
 
 pub use entry::{EntryContext, KeyEntry};
+pub use service::KeyService;
 pub use table::KeyTable;

@@ -1,3 +1,207 @@
-//! Persistent storage: keys, usage records, audit log.
+//! Persistent storage: keys (with their change log for sync), usage records and
+//! the audit log. One trait, implemented for PostgreSQL and SQLite.
 
 pub mod model;
+pub mod postgres;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use ipnetwork::IpNetwork;
+use uuid::Uuid;
+
+use crate::audit::{AuditDraft, AuditEntry, AuditSealer};
+use crate::auth::hash::KeyHash;
+use crate::config::{StoreConfig, StoreUrl};
+use crate::ratelimit::window::Limits;
+use model::{KeyRecord, KeyStatus};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("key {0} not found")]
+    NotFound(Uuid),
+    #[error("owner {owner:?} already has {max} live keys (keys.max_per_owner)")]
+    OwnerLimit { owner: String, max: u32 },
+    #[error("key {id} is {status}; {what}")]
+    Conflict {
+        id: Uuid,
+        status: &'static str,
+        what: &'static str,
+    },
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("the database schema is missing or out of date; run `keygate migrate`")]
+    Schema,
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// A key to insert. Built by the key service, which owns validation and secrets.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub id: Uuid,
+    pub hash: KeyHash,
+    pub prefix: String,
+    pub hint: String,
+    pub owner_id: String,
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub allowed_cidrs: Vec<IpNetwork>,
+    pub allowed_routes: Vec<String>,
+    pub rate_limits: Limits,
+    pub metadata: BTreeMap<String, String>,
+    pub tags: Vec<String>,
+    pub enabled: bool,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub lineage_id: Uuid,
+}
+
+/// A partial update: `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KeyPatch {
+    pub name: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub allowed_cidrs: Option<Vec<IpNetwork>>,
+    pub allowed_routes: Option<Vec<String>>,
+    pub rate_limits: Option<Limits>,
+    pub metadata: Option<BTreeMap<String, String>>,
+    pub tags: Option<Vec<String>>,
+    pub enabled: Option<bool>,
+    /// `Some(None)` clears the expiry.
+    pub expires_at: Option<Option<DateTime<Utc>>>,
+}
+
+impl KeyPatch {
+    pub fn is_empty(&self) -> bool {
+        *self == KeyPatch::default()
+    }
+}
+
+/// A change to an existing key.
+#[derive(Debug, Clone)]
+pub enum KeyChange {
+    Patch(Box<KeyPatch>),
+    Revoke { reason: Option<String> },
+}
+
+/// A key as the sync sees it: the record and its lookup hash.
+#[derive(Debug, Clone)]
+pub struct SyncedKey {
+    pub record: KeyRecord,
+    pub hash: KeyHash,
+}
+
+/// What changed after a change number.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub upserts: Vec<SyncedKey>,
+    pub deletes: Vec<Uuid>,
+    /// The highest change number included.
+    pub seq: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct KeyQuery {
+    pub owner_id: Option<String>,
+    pub status: Option<KeyStatus>,
+    pub tag: Option<String>,
+    /// Keys after this id (ids are time-ordered UUIDv7).
+    pub after: Option<Uuid>,
+    pub limit: u32,
+}
+
+/// A sink for a streamed snapshot.
+pub type SnapshotSink<'a> = &'a mut (dyn FnMut(SyncedKey) + Send);
+
+/// Wakes the key sync when keys change (Postgres LISTEN/NOTIFY).
+#[async_trait]
+pub trait ChangeListener: Send {
+    /// Waits for the next change notification. `Ok(false)`: the connection was
+    /// lost and re-established, so notifications may have been missed.
+    async fn next(&mut self) -> Result<bool, StoreError>;
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn kind(&self) -> &'static str;
+    async fn ping(&self) -> Result<(), StoreError>;
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    // Key mutations. Each appends its audit record in the same transaction.
+    async fn insert_key(
+        &self,
+        key: &NewKey,
+        max_per_owner: Option<u32>,
+        audit: AuditDraft,
+    ) -> Result<KeyRecord, StoreError>;
+    async fn change_key(
+        &self,
+        id: Uuid,
+        change: &KeyChange,
+        now: DateTime<Utc>,
+        audit: AuditDraft,
+    ) -> Result<KeyRecord, StoreError>;
+    /// Inserts `new` and marks `id` as rotated to it, expiring at `grace_until`.
+    async fn rotate_key(
+        &self,
+        id: Uuid,
+        new: &NewKey,
+        grace_until: DateTime<Utc>,
+        audit: AuditDraft,
+    ) -> Result<(KeyRecord, KeyRecord), StoreError>;
+    async fn delete_key(&self, id: Uuid, audit: AuditDraft) -> Result<(), StoreError>;
+
+    // Key reads.
+    async fn get_key(&self, id: Uuid, now: DateTime<Utc>) -> Result<Option<KeyRecord>, StoreError>;
+    async fn list_keys(
+        &self,
+        q: &KeyQuery,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<KeyRecord>, StoreError>;
+
+    // Sync.
+    /// Streams every key into `sink`; returns the change number it reflects.
+    async fn snapshot(&self, now: DateTime<Utc>, sink: SnapshotSink<'_>)
+    -> Result<i64, StoreError>;
+    async fn changes_since(&self, seq: i64, now: DateTime<Utc>) -> Result<Changes, StoreError>;
+    /// A push channel for changes, if the store has one (else the sync polls).
+    async fn listen(&self) -> Result<Option<Box<dyn ChangeListener>>, StoreError>;
+
+    // Audit.
+    async fn audit_page(&self, after: i64, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
+}
+
+pub type DynStore = Arc<dyn Store>;
+
+/// Opens the configured store. Does not connect yet: a gateway can start while
+/// the database is down and becomes ready when it answers.
+pub async fn open(cfg: &StoreConfig, sealer: AuditSealer) -> Result<DynStore, StoreError> {
+    match &cfg.url {
+        StoreUrl::Postgres(url) => Ok(Arc::new(postgres::PgStore::open(
+            url.expose(),
+            cfg.max_connections,
+            sealer,
+        )?)),
+        StoreUrl::Sqlite(_) => Err(StoreError::Database(
+            "the SQLite store is not available yet".into(),
+        )),
+    }
+}
+
+pub(crate) fn key_json(r: &KeyRecord) -> serde_json::Value {
+    serde_json::to_value(r).unwrap_or_default()
+}
+
+/// Fields that change on every write and are not interesting in the audit log.
+pub(crate) const AUDIT_IGNORE: &[&str] = &["updated_at", "status", "use_count", "last_used_at"];

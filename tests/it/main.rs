@@ -3,4 +3,5 @@
 
 mod harness;
 
+mod keys_auth;
 mod proxy;

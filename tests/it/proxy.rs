@@ -21,7 +21,8 @@ async fn route_choice_prefix_boundary_longest_host_and_methods() {
         Upstream::start("c"),
         Upstream::start("d")
     );
-    let gw = TestConfig::default()
+    let gw = TestConfig::pg()
+        .await
         .upstream("a", &[a.addr], "")
         .upstream("b", &[b.addr], "")
         .upstream("c", &[c.addr], "")
@@ -78,7 +79,8 @@ async fn route_choice_prefix_boundary_longest_host_and_methods() {
 #[tokio::test]
 async fn no_route_is_a_json_404() {
     let up = Upstream::start("a").await;
-    let gw = TestConfig::default()
+    let gw = TestConfig::pg()
+        .await
         .upstream("a", &[up.addr], "")
         .route(
             "only",
@@ -106,10 +108,12 @@ async fn no_route_is_a_json_404() {
         assert_eq!(v["error"]["request_id"], rid.as_str());
     }
     assert_eq!(up.count(), 0);
-    assert_eq!(
-        gw.metric("keygate_requests_total{outcome=\"route_not_found\",route=\"_none\"}")
-            .await,
-        2.0
+    assert!(
+        gw.metric_reaches(
+            "keygate_requests_total{outcome=\"route_not_found\",route=\"_none\"}",
+            2.0
+        )
+        .await
     );
     gw.stop().await;
 }
@@ -117,7 +121,8 @@ async fn no_route_is_a_json_404() {
 #[tokio::test]
 async fn dot_segments_are_refused_before_routing() {
     let up = Upstream::start("a").await;
-    let gw = TestConfig::default()
+    let gw = TestConfig::pg()
+        .await
         .upstream("a", &[up.addr], "")
         .route("public", "/public", "a", "auth = \"public\"")
         .route("private", "/private", "a", "")
@@ -148,7 +153,8 @@ async fn dot_segments_are_refused_before_routing() {
 async fn failover_skips_a_dead_server() {
     let live = Upstream::start("live").await;
     let dead = dead_addr();
-    let gw = TestConfig::default()
+    let gw = TestConfig::pg()
+        .await
         .upstream("u", &[dead, live.addr], "fail_timeout = \"30s\"")
         .route("r", "/", "u", "auth = \"public\"")
         .start()
@@ -164,7 +170,8 @@ async fn failover_skips_a_dead_server() {
 
 #[tokio::test]
 async fn upstream_refusing_is_a_json_502() {
-    let gw = TestConfig::default()
+    let gw = TestConfig::pg()
+        .await
         .upstream("u", &[dead_addr()], "")
         .route("r", "/", "u", "auth = \"public\"")
         .start()
@@ -174,10 +181,12 @@ async fn upstream_refusing_is_a_json_502() {
     let (status, v) = error_code(resp).await;
     assert_eq!(status, 502);
     assert_eq!(v["error"]["code"], "upstream_unavailable");
-    assert_eq!(
-        gw.metric("keygate_requests_total{outcome=\"upstream_unavailable\",route=\"r\"}")
-            .await,
-        1.0
+    assert!(
+        gw.metric_reaches(
+            "keygate_requests_total{outcome=\"upstream_unavailable\",route=\"r\"}",
+            1.0
+        )
+        .await
     );
     gw.stop().await;
 }
@@ -185,7 +194,8 @@ async fn upstream_refusing_is_a_json_502() {
 #[tokio::test]
 async fn slow_upstream_is_a_json_504() {
     let up = Upstream::start("slow").await;
-    let gw = TestConfig::default()
+    let gw = TestConfig::pg()
+        .await
         .upstream("u", &[up.addr], "read_timeout = \"300ms\"")
         .route("r", "/", "u", "auth = \"public\"")
         .start()
@@ -204,7 +214,8 @@ async fn slow_upstream_is_a_json_504() {
 #[tokio::test]
 async fn spoofed_keygate_headers_never_reach_upstream_and_xff_is_appended() {
     let up = Upstream::start("a").await;
-    let gw = TestConfig::default()
+    let gw = TestConfig::pg()
+        .await
         .upstream("a", &[up.addr], "")
         .route("r", "/", "a", "auth = \"public\"")
         .start()
@@ -240,7 +251,8 @@ async fn raw_request(addr: std::net::SocketAddr, req: &str) -> String {
 #[tokio::test]
 async fn request_ids_are_kept_when_sane_and_generated_otherwise() {
     let up = Upstream::start("a").await;
-    let gw = TestConfig::default()
+    let gw = TestConfig::pg()
+        .await
         .upstream("a", &[up.addr], "")
         .route("r", "/", "a", "auth = \"public\"")
         .start()
@@ -281,7 +293,8 @@ async fn request_ids_are_kept_when_sane_and_generated_otherwise() {
 #[tokio::test]
 async fn large_bodies_stream_through() {
     let up = Upstream::start("a").await;
-    let gw = TestConfig::default()
+    let gw = TestConfig::pg()
+        .await
         .upstream("a", &[up.addr], "")
         .route("r", "/", "a", "auth = \"public\"")
         .start()
@@ -319,7 +332,8 @@ async fn large_bodies_stream_through() {
 #[tokio::test]
 async fn required_routes_without_a_store_key_answer_401() {
     let up = Upstream::start("a").await;
-    let gw = TestConfig::default()
+    let gw = TestConfig::pg()
+        .await
         .upstream("a", &[up.addr], "")
         .route("private", "/", "a", "")
         .start()
@@ -382,12 +396,16 @@ fn check_config_reports_every_problem_and_exits_2() {
     );
 }
 
-fn lifecycle_config(dir: &std::path::Path, upstream: std::net::SocketAddr) -> std::path::PathBuf {
+async fn lifecycle_config(
+    dir: &std::path::Path,
+    upstream: std::net::SocketAddr,
+) -> std::path::PathBuf {
     let path = dir.join("keygate.toml");
+    let db = crate::harness::pg::fresh_db().await;
     std::fs::write(
         &path,
         format!(
-            "[gateway]\nlisten = \"127.0.0.1:0\"\nthreads = 1\nshutdown_grace = \"10s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[[upstream]]\nname = \"u\"\nservers = [\"{upstream}\"]\n[[route]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"u\"\nauth = \"public\"\n"
+            "[gateway]\nlisten = \"127.0.0.1:0\"\nthreads = 1\nshutdown_grace = \"10s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\nurl = \"{db}\"\n[[upstream]]\nname = \"u\"\nservers = [\"{upstream}\"]\n[[route]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"u\"\nauth = \"public\"\n"
         ),
     )
     .expect("write config");
@@ -398,7 +416,7 @@ fn lifecycle_config(dir: &std::path::Path, upstream: std::net::SocketAddr) -> st
 async fn sigterm_drains_an_in_flight_request_and_exits_0() {
     let up = Upstream::start("a").await;
     let dir = tempfile::tempdir().expect("tmp");
-    let config = lifecycle_config(dir.path(), up.addr);
+    let config = lifecycle_config(dir.path(), up.addr).await;
     let mut p = Process::serve(
         dir.path(),
         &config,
@@ -452,7 +470,7 @@ async fn sigterm_drains_an_in_flight_request_and_exits_0() {
 async fn sigint_exits_fast_without_waiting_for_requests() {
     let up = Upstream::start("a").await;
     let dir = tempfile::tempdir().expect("tmp");
-    let config = lifecycle_config(dir.path(), up.addr);
+    let config = lifecycle_config(dir.path(), up.addr).await;
     let mut p = Process::serve(
         dir.path(),
         &config,

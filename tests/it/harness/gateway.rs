@@ -9,26 +9,73 @@ use keygate::{BuildOptions, Gateway, RunningGateway, Stop};
 pub const HASH_SECRET: &str = "test-hash-secret-test-hash-secret-0123456789";
 
 /// Builds a gateway configuration; sections are appended as TOML text.
+#[derive(Clone)]
 pub struct TestConfig {
     toml: String,
     env: Vec<(String, String)>,
-}
-
-impl Default for TestConfig {
-    fn default() -> Self {
-        TestConfig {
-            toml: "[gateway]\nlisten = \"127.0.0.1:0\"\nthreads = 2\nshutdown_grace = \"5s\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n"
-                .to_string(),
-            env: vec![("KEYGATE_HASH_SECRET".into(), HASH_SECRET.into())],
-        }
-    }
+    db_url: String,
 }
 
 impl TestConfig {
+    /// A gateway on free ports with a fresh database on the shared test Postgres.
+    pub async fn pg() -> TestConfig {
+        Self::with_store(&super::pg::fresh_db().await)
+    }
+
+    pub fn with_store(db_url: &str) -> TestConfig {
+        TestConfig {
+            toml: format!(
+                "[gateway]\nlisten = \"127.0.0.1:0\"\nthreads = 2\nshutdown_grace = \"5s\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[store]\nurl = \"{db_url}\"\n\n[keys]\nsync_interval = \"1s\"\n\n"
+            ),
+            env: vec![("KEYGATE_HASH_SECRET".into(), HASH_SECRET.into())],
+            db_url: db_url.to_string(),
+        }
+    }
+
+    pub fn db_url(&self) -> &str {
+        &self.db_url
+    }
+
+    /// The key service the CLI and admin API use, on this config's store.
+    pub async fn keys(&self) -> keygate::keys::KeyService {
+        let config = self.build();
+        let hasher = keygate::auth::hash::KeyHasher::new(HASH_SECRET.as_bytes()).expect("secret");
+        let store = keygate::store::open(&config.store, keygate::audit::AuditSealer::new(&hasher))
+            .await
+            .expect("open store");
+        keygate::keys::KeyService::new(store, hasher, &config, keygate::clock::Clock::system())
+    }
+
     /// Adds TOML to the `[gateway]` section (must be called before other sections).
-    pub fn gateway(mut self, line: &str) -> Self {
-        let at = self.toml.find("\n\n[admin]").expect("gateway section");
-        self.toml.insert_str(at, &format!("\n{line}"));
+    /// A line for the `[gateway]` section; replaces a line setting the same key.
+    pub fn gateway(self, line: &str) -> Self {
+        self.set("gateway", line)
+    }
+
+    /// A `key = value` line for one of the base sections (`gateway`, `admin`,
+    /// `store`, `keys`); replaces a line setting the same key.
+    pub fn set(mut self, section: &str, line: &str) -> Self {
+        let header = format!("[{section}]\n");
+        let start = self
+            .toml
+            .find(&header)
+            .unwrap_or_else(|| panic!("no [{section}] section"))
+            + header.len();
+        let end = self.toml[start..]
+            .find("\n\n")
+            .map_or(self.toml.len(), |e| start + e);
+        let key = line.split('=').next().unwrap_or("").trim();
+        let existing = self.toml[start..end]
+            .lines()
+            .find(|l| l.split('=').next().map(str::trim) == Some(key))
+            .map(str::to_owned);
+        match existing {
+            Some(old) => {
+                let at = start + self.toml[start..end].find(&old).unwrap_or(0);
+                self.toml.replace_range(at..at + old.len(), line);
+            }
+            None => self.toml.insert_str(end, &format!("\n{line}")),
+        }
         self
     }
 
@@ -131,6 +178,16 @@ impl TestGateway {
     /// The value of one sample line, e.g. `keygate_requests_total{outcome="ok",route="r"}`.
     pub async fn metric(&self, series: &str) -> f64 {
         metric_value(&self.metrics().await, series)
+    }
+
+    /// Waits (up to 3 s) for a metric to reach `want`. Metrics are recorded
+    /// just after a response is sent, so a scrape right after can be early.
+    pub async fn metric_reaches(&self, series: &str, want: f64) -> bool {
+        super::eventually(std::time::Duration::from_secs(3), || async {
+            self.metric(series).await == want
+        })
+        .await
+        .is_some()
     }
 
     pub async fn stop(mut self) {

@@ -4,6 +4,8 @@
 
 pub mod binary;
 pub mod gateway;
+pub mod pg;
+pub mod procs;
 pub mod upstream;
 
 pub use gateway::{TestConfig, TestGateway, metric_value};
@@ -14,4 +16,24 @@ pub async fn error_code(resp: reqwest::Response) -> (u16, serde_json::Value) {
     let status = resp.status().as_u16();
     let body: serde_json::Value = resp.json().await.expect("JSON error body");
     (status, body)
+}
+
+/// Polls `f` every 20 ms until it returns true or `timeout` passes; returns
+/// how long it took, or `None` on timeout.
+pub async fn eventually<F, Fut>(
+    timeout: std::time::Duration,
+    mut f: F,
+) -> Option<std::time::Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while start.elapsed() < timeout {
+        if f().await {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    None
 }

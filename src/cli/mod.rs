@@ -1,6 +1,10 @@
 //! The command line: `keygate [--config PATH] <command>`.
 //! Exit codes: 0 ok, 1 runtime failure, 2 usage or config error.
 
+mod check;
+mod keys;
+mod table;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -8,6 +12,10 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{self, Config, ConfigError};
 use crate::gateway::{Gateway, GatewayError};
+use crate::keys::service::ServiceError;
+use crate::store::StoreError;
+
+pub use check::route_table;
 
 #[derive(Debug, Parser)]
 #[command(name = "keygate", version, about = "API-key gateway on Pingora")]
@@ -23,8 +31,16 @@ pub struct Cli {
 pub enum Command {
     /// Run the proxy, the admin API and the background workers.
     Serve,
+    /// Apply database migrations (idempotent).
+    Migrate,
     /// Validate the configuration and print the route table.
     CheckConfig,
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(Box<keys::KeysCommand>),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(keys::AuditCommand),
 }
 
 /// A failure and the exit code it maps to.
@@ -49,6 +65,21 @@ impl CliError {
     }
 }
 
+impl From<ServiceError> for CliError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            e @ ServiceError::Invalid(_) => CliError::Usage(e.to_string()),
+            e => CliError::Runtime(e.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for CliError {
+    fn from(e: StoreError) -> Self {
+        CliError::Runtime(e.to_string())
+    }
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -68,6 +99,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             print!("{}", route_table(&config));
             Ok(())
         }
+        Command::Migrate => runtime()?.block_on(keys::migrate(&config)),
+        Command::Keys(cmd) => runtime()?.block_on(keys::run(&config, *cmd)),
+        Command::Audit(cmd) => runtime()?.block_on(keys::audit(&config, cmd)),
     }
 }
 
@@ -119,75 +153,4 @@ mod signals {
             _ = int.recv() => Stop::Fast,
         }
     }
-}
-
-/// The validated route table as `check-config` prints it.
-pub fn route_table(c: &Config) -> String {
-    let mut rows = vec![[
-        "ROUTE".to_string(),
-        "HOST".into(),
-        "PATH".into(),
-        "METHODS".into(),
-        "AUTH".into(),
-        "SCOPES".into(),
-        "LIMITS".into(),
-        "UPSTREAM".into(),
-    ]];
-    for r in &c.routes {
-        let up = &c.upstreams[r.upstream];
-        rows.push([
-            r.name.clone(),
-            r.host.clone().unwrap_or_else(|| "*".into()),
-            r.path_prefix.clone(),
-            if r.methods.is_empty() {
-                "*".into()
-            } else {
-                r.methods
-                    .iter()
-                    .map(|m| m.as_str())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            },
-            match r.auth {
-                config::AuthMode::Required => "required".into(),
-                config::AuthMode::Public => "public".into(),
-            },
-            if r.scopes.is_empty() {
-                "-".into()
-            } else {
-                r.scopes.join(",")
-            },
-            if r.rate_limits.is_empty() {
-                "-".into()
-            } else {
-                r.rate_limits
-                    .iter()
-                    .map(|(w, n)| format!("{n}/{w}"))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            },
-            format!("{} ({})", up.name, up.servers.join(" ")),
-        ]);
-    }
-    let widths: Vec<usize> = (0..8)
-        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out.push_str(&format!(
-        "{} route(s), {} upstream(s); proxy on {}, admin on {}\n",
-        c.routes.len(),
-        c.upstreams.len(),
-        c.gateway.listen,
-        c.admin.listen
-    ));
-    out
 }

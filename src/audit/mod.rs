@@ -1,0 +1,5 @@
+//! The tamper-evident audit log of key changes.
+
+pub mod chain;
+
+pub use chain::{Actor, AuditDraft, AuditEntry, AuditSealer, Broken};

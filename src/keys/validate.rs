@@ -1,0 +1,239 @@
+//! Validation of key fields from the CLI or the admin API. Pure; every problem
+//! is reported with its field path.
+
+use std::collections::{BTreeMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use ipnetwork::IpNetwork;
+use serde::Serialize;
+
+use crate::auth::{key, scope};
+use crate::config::validate_cidr;
+use crate::ratelimit::window::Limits;
+
+pub const MAX_OWNER_LEN: usize = 128;
+pub const MAX_NAME_LEN: usize = 200;
+pub const MAX_LIST: usize = 100;
+pub const MAX_META_VALUE: usize = 256;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+#[derive(Default)]
+pub struct Errors(pub Vec<FieldError>);
+
+impl Errors {
+    pub fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError {
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    pub fn into_result<T>(self, value: T) -> Result<T, Vec<FieldError>> {
+        if self.0.is_empty() {
+            Ok(value)
+        } else {
+            Err(self.0)
+        }
+    }
+}
+
+fn printable(s: &str) -> bool {
+    s.bytes().all(|b| (0x20..0x7f).contains(&b))
+}
+
+pub fn owner_id(e: &mut Errors, v: &str) {
+    if v.is_empty() || v.len() > MAX_OWNER_LEN || !printable(v) {
+        e.add(
+            "owner_id",
+            format!("must be 1-{MAX_OWNER_LEN} printable ASCII characters"),
+        );
+    }
+}
+
+pub fn name(e: &mut Errors, v: &str) {
+    if v.chars().count() > MAX_NAME_LEN || v.chars().any(char::is_control) {
+        e.add(
+            "name",
+            format!("must be at most {MAX_NAME_LEN} characters without control characters"),
+        );
+    }
+}
+
+pub fn prefix(e: &mut Errors, v: &str) {
+    if key::validate_prefix(v).is_err() {
+        e.add("prefix", "must be 1-24 chars: [a-z][a-z0-9]*(_[a-z0-9]+)*");
+    }
+}
+
+fn list_len(e: &mut Errors, field: &str, n: usize) {
+    if n > MAX_LIST {
+        e.add(field, format!("at most {MAX_LIST} entries"));
+    }
+}
+
+pub fn scopes(e: &mut Errors, v: &[String]) {
+    list_len(e, "scopes", v.len());
+    for (i, s) in v.iter().enumerate() {
+        if let Err(err) = scope::validate(s, true) {
+            e.add(format!("scopes[{i}]"), err.to_string());
+        }
+    }
+}
+
+pub fn cidrs(e: &mut Errors, v: &[String]) -> Vec<IpNetwork> {
+    list_len(e, "allowed_cidrs", v.len());
+    v.iter()
+        .enumerate()
+        .filter_map(|(i, c)| match validate_cidr(c) {
+            Ok(n) => Some(n),
+            Err(m) => {
+                e.add(format!("allowed_cidrs[{i}]"), m);
+                None
+            }
+        })
+        .collect()
+}
+
+/// `known`: the gateway's route names; a key naming a route that does not exist
+/// would silently grant nothing, so it is refused.
+pub fn routes(e: &mut Errors, v: &[String], known: &HashSet<String>) {
+    list_len(e, "allowed_routes", v.len());
+    for (i, r) in v.iter().enumerate() {
+        if !known.contains(r) {
+            e.add(
+                format!("allowed_routes[{i}]"),
+                format!("no route named {r:?} in the configuration"),
+            );
+        }
+    }
+}
+
+pub fn limits(e: &mut Errors, v: &Limits) {
+    for (w, n) in v.iter() {
+        if n == 0 {
+            e.add(format!("rate_limits.{w}"), "must be at least 1");
+        }
+    }
+}
+
+pub fn metadata(e: &mut Errors, v: &BTreeMap<String, String>) {
+    list_len(e, "metadata", v.len());
+    for (k, val) in v {
+        if !crate::config::is_metadata_field(k) {
+            e.add(
+                format!("metadata.{k}"),
+                "keys must be 1-64 chars of [a-z0-9_-]",
+            );
+        }
+        if val.len() > MAX_META_VALUE || !printable(val) {
+            e.add(
+                format!("metadata.{k}"),
+                format!("values must be at most {MAX_META_VALUE} printable ASCII characters"),
+            );
+        }
+    }
+}
+
+pub fn tags(e: &mut Errors, v: &[String]) {
+    list_len(e, "tags", v.len());
+    for (i, t) in v.iter().enumerate() {
+        if t.is_empty()
+            || t.len() > 64
+            || !t
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        {
+            e.add(
+                format!("tags[{i}]"),
+                "tags must be 1-64 chars of [A-Za-z0-9-_.:]",
+            );
+        }
+    }
+}
+
+pub fn expires_at(e: &mut Errors, field: &str, v: Option<DateTime<Utc>>, now: DateTime<Utc>) {
+    if v.is_some_and(|t| t <= now) {
+        e.add(field, "must be in the future");
+    }
+}
+
+/// Parses `expires_in` ("30d", "12h") into an absolute time.
+pub fn expires_in(e: &mut Errors, v: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    match humantime::parse_duration(v)
+        .ok()
+        .and_then(|d| chrono::Duration::from_std(d).ok())
+    {
+        Some(d) if d > chrono::Duration::zero() => now.checked_add_signed(d),
+        _ => {
+            e.add(
+                "expires_in",
+                format!("{v:?} is not a positive duration such as \"30d\" or \"12h\""),
+            );
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_each_field_with_its_path() {
+        let mut e = Errors::default();
+        owner_id(&mut e, "");
+        scopes(&mut e, &["ok:read".into(), "Bad".into()]);
+        let parsed = cidrs(
+            &mut e,
+            &["10.0.0.0/8".into(), "nope".into(), "::1/128".into()],
+        );
+        routes(
+            &mut e,
+            &["r1".into(), "missing".into()],
+            &HashSet::from(["r1".to_string()]),
+        );
+        let l = Limits {
+            minute: Some(0),
+            ..Limits::default()
+        };
+        limits(&mut e, &l);
+        metadata(
+            &mut e,
+            &BTreeMap::from([
+                ("Plan".to_string(), "x".to_string()),
+                ("ok".to_string(), "\n".to_string()),
+            ]),
+        );
+        tags(&mut e, &["fine".into(), "".into()]);
+        let fields: Vec<&str> = e.0.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            vec![
+                "owner_id",
+                "scopes[1]",
+                "allowed_cidrs[1]",
+                "allowed_routes[1]",
+                "rate_limits.minute",
+                "metadata.Plan",
+                "metadata.ok",
+                "tags[1]"
+            ]
+        );
+        assert_eq!(parsed.len(), 2);
+    }
+
+    #[test]
+    fn expiry() {
+        let now = Utc::now();
+        let mut e = Errors::default();
+        assert!(expires_in(&mut e, "2h", now).is_some_and(|t| t > now));
+        assert!(expires_in(&mut e, "soon", now).is_none());
+        expires_at(&mut e, "expires_at", Some(now), now);
+        assert_eq!(e.0.len(), 2);
+    }
+}
