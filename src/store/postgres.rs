@@ -396,8 +396,15 @@ impl Store for PgStore {
         .map_err(db_err)?;
         let prev = self.fetch_key(&mut tx, id, now).await?;
         let created = self.fetch_key(&mut tx, copy.id, now).await?;
+        let created_audit = AuditDraft {
+            actor: audit.actor.clone(),
+            action: "key.create",
+            key_id: Some(created.id),
+            changes: diff(&serde_json::json!({}), &key_json(&created), AUDIT_IGNORE),
+        };
         audit.changes = diff(&key_json(&old), &key_json(&prev), AUDIT_IGNORE);
         self.append_audit(&mut tx, audit, now).await?;
+        self.append_audit(&mut tx, created_audit, now).await?;
         tx.commit().await.map_err(db_err)?;
         Ok((created, prev))
     }

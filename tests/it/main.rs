@@ -4,4 +4,6 @@
 mod harness;
 
 mod keys_auth;
+mod keys_cli;
+mod keys_sync;
 mod proxy;

@@ -1,0 +1,163 @@
+//! Micro-benchmarks of the request path's policy work: key parsing, HMAC,
+//! table lookup, the full auth decision (valid and garbage keys), scopes, CIDRs,
+//! route matching. Run: `cargo bench --bench policy`.
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::Utc;
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::Method;
+use keygate::auth::hash::KeyHasher;
+use keygate::auth::{key, scope};
+use keygate::clock::Clock;
+use keygate::config::Config;
+use keygate::keys::{EntryContext, KeyEntry, KeyTable};
+use keygate::proxy::ctx::RequestCtx;
+use keygate::proxy::policy::Policy;
+use keygate::proxy::router::Router;
+use keygate::ratelimit::window::Limits;
+use keygate::store::model::{KeyRecord, KeyStatus};
+use pingora_http::RequestHeader;
+use uuid::Uuid;
+
+const TABLE_KEYS: usize = 100_000;
+
+fn config(routes: usize) -> Config {
+    let mut toml = String::from("[[upstream]]\nname = \"u\"\nservers = [\"127.0.0.1:9\"]\n");
+    for i in 0..routes {
+        toml.push_str(&format!(
+            "[[route]]\nname = \"r{i}\"\npath_prefix = \"/api/v1/service{i}\"\nupstream = \"u\"\nscopes = [\"orders:read\"]\n"
+        ));
+    }
+    let env = |k: &str| (k == "KEYGATE_HASH_SECRET").then(|| "b".repeat(32));
+    Config::from_toml(&toml, Path::new("bench.toml"), &env).expect("config")
+}
+
+fn record(owner: &str) -> KeyRecord {
+    let now = Utc::now();
+    KeyRecord {
+        id: Uuid::now_v7(),
+        owner_id: owner.into(),
+        name: "bench".into(),
+        prefix: "kg".into(),
+        hint: "abcd".into(),
+        scopes: vec!["users:read".into(), "orders:*".into()],
+        allowed_cidrs: vec![
+            "10.0.0.0/8".parse().expect("cidr"),
+            "192.0.2.0/24".parse().expect("cidr"),
+        ],
+        allowed_routes: vec![],
+        rate_limits: Limits::default(),
+        metadata: BTreeMap::from([("plan".to_string(), "gold".to_string())]),
+        tags: vec![],
+        enabled: true,
+        expires_at: None,
+        revoked_at: None,
+        revoked_reason: None,
+        created_at: now,
+        updated_at: now,
+        last_used_at: None,
+        use_count: 0,
+        status: KeyStatus::Active,
+        rotated_to: None,
+        rotated_at: None,
+        lineage_id: Uuid::now_v7(),
+    }
+}
+
+fn policy_benches(c: &mut Criterion) {
+    let cfg = config(1);
+    let hasher = KeyHasher::new(&[b'b'; 32]).expect("secret");
+    let table = Arc::new(KeyTable::default());
+    let ctx = EntryContext::new(&cfg);
+    let mut valid = None;
+    for i in 0..TABLE_KEYS {
+        let k = key::generate("kg").expect("key");
+        table.insert(
+            hasher.hash(k.expose()),
+            Arc::new(KeyEntry::build(&record(&format!("owner{i}")), &ctx)),
+        );
+        valid.get_or_insert(k);
+    }
+    table.mark_synced(0);
+    let valid = valid.expect("a key");
+    let garbage = format!("kg_{}", "Q".repeat(38));
+    let unknown = key::generate("kg").expect("key");
+    let policy = Policy::new(&cfg, hasher.clone(), table.clone(), Clock::system());
+    let gauge = prometheus::IntGauge::new("g", "g").expect("gauge");
+    let ip: IpAddr = "10.1.2.3".parse().expect("ip");
+    let request = |k: &str| {
+        let mut r = RequestHeader::build("GET", b"/api/v1/service0/orders", None).expect("req");
+        r.insert_header("x-api-key", k).expect("header");
+        r
+    };
+    let (req_valid, req_garbage, req_unknown) = (
+        request(valid.expose()),
+        request(&garbage),
+        request(unknown.expose()),
+    );
+    let mut run = |name: &str, req: &RequestHeader, want_ok: bool| {
+        let mut ctx = RequestCtx::new(&gauge);
+        ctx.client_ip = Some(ip);
+        assert_eq!(
+            policy.authenticate(req, 0, &mut ctx).is_ok(),
+            want_ok,
+            "{name}"
+        );
+        c.bench_function(name, |b| {
+            b.iter(|| black_box(policy.authenticate(black_box(req), 0, &mut ctx).is_ok()))
+        });
+    };
+    run("auth_decision/valid_key", &req_valid, true);
+    run("auth_decision/garbage_key", &req_garbage, false);
+    run("auth_decision/unknown_wellformed_key", &req_unknown, false);
+
+    c.bench_function("key/parse_and_checksum", |b| {
+        b.iter(|| key::parse(black_box(valid.expose())).is_ok())
+    });
+    c.bench_function("key/hmac_sha256", |b| {
+        b.iter(|| hasher.hash(black_box(valid.expose())))
+    });
+    let h = hasher.hash(valid.expose());
+    c.bench_function("key/table_lookup_100k", |b| {
+        b.iter(|| table.get(black_box(&h)).is_some())
+    });
+
+    let held = vec![
+        "users:read".to_string(),
+        "billing:*".to_string(),
+        "orders:*".to_string(),
+    ];
+    let required = vec!["orders:items:write".to_string()];
+    c.bench_function("scope/wildcard_match", |b| {
+        b.iter(|| scope::first_missing(black_box(&held), black_box(&required)).is_none())
+    });
+
+    let entry = KeyEntry::build(&record("o"), &ctx);
+    let v6: IpAddr = "2001:db8::1".parse().expect("ip");
+    c.bench_function("cidr/v4_match", |b| {
+        b.iter(|| entry.ip_allowed(black_box(ip)))
+    });
+    c.bench_function("cidr/v6_miss", |b| {
+        b.iter(|| entry.ip_allowed(black_box(v6)))
+    });
+
+    let many = config(100);
+    let router = Router::new(&many.routes);
+    c.bench_function("route/match_100_routes", |b| {
+        b.iter(|| {
+            router.route(
+                black_box(Some("api.example.com")),
+                black_box("/api/v1/service77/orders/1"),
+                &Method::GET,
+            )
+        })
+    });
+}
+
+criterion_group!(benches, policy_benches);
+criterion_main!(benches);

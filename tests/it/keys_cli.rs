@@ -1,0 +1,287 @@
+//! The `keygate` CLI against a real database: migrate, every `keys` command,
+//! `--json` output, exit codes.
+
+use std::path::{Path, PathBuf};
+
+use crate::harness::binary;
+use crate::harness::gateway::HASH_SECRET;
+use crate::harness::pg::fresh_db;
+
+const ENV: &[(&str, &str)] = &[("KEYGATE_HASH_SECRET", HASH_SECRET)];
+
+struct Cli {
+    _dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Cli {
+    async fn new() -> Cli {
+        let db = fresh_db().await;
+        let dir = tempfile::tempdir().expect("tmp");
+        let config = dir.path().join("keygate.toml");
+        std::fs::write(
+            &config,
+            format!("[store]\nurl = \"{db}\"\n[keys]\nmax_per_owner = 3\n[[upstream]]\nname = \"u\"\nservers = [\"127.0.0.1:9\"]\n[[route]]\nname = \"orders\"\nupstream = \"u\"\n"),
+        )
+        .expect("config");
+        Cli { _dir: dir, config }
+    }
+
+    async fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let config = self.config.clone();
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            binary::run(Path::new(&config), &args, ENV)
+        })
+        .await
+        .expect("join")
+    }
+
+    async fn json(&self, args: &[&str]) -> serde_json::Value {
+        let (code, out, err) = self.run(args).await;
+        assert_eq!(code, 0, "keygate {args:?} failed: {err}");
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("keygate {args:?}: not JSON ({e}): {out}"))
+    }
+}
+
+#[tokio::test]
+async fn migrate_is_idempotent() {
+    let cli = Cli::new().await;
+    for _ in 0..2 {
+        let (code, out, err) = cli.run(&["migrate"]).await;
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("migrations applied"), "{out}");
+    }
+}
+
+#[tokio::test]
+async fn key_lifecycle_through_the_cli() {
+    let cli = Cli::new().await;
+    let created = cli
+        .json(&[
+            "keys",
+            "create",
+            "--owner",
+            "acme",
+            "--name",
+            "ci key",
+            "--scope",
+            "orders:read",
+            "--scope",
+            "orders:*",
+            "--cidr",
+            "10.0.0.0/8",
+            "--cidr",
+            "2001:db8::/32",
+            "--limit",
+            "minute=100",
+            "--limit",
+            "day=5000",
+            "--route",
+            "orders",
+            "--expires-in",
+            "30d",
+            "--prefix",
+            "acme_live",
+            "--meta",
+            "plan=gold",
+            "--tag",
+            "ci",
+            "--json",
+        ])
+        .await;
+    let secret = created["secret"].as_str().expect("secret");
+    assert!(secret.starts_with("acme_live_"));
+    assert!(keygate::auth::key::parse(secret).is_ok());
+    let key = &created["key"];
+    let id = key["id"].as_str().expect("id").to_string();
+    assert_eq!(key["owner_id"], "acme");
+    assert_eq!(key["status"], "active");
+    assert_eq!(key["hint"], &secret[secret.len() - 4..]);
+    assert_eq!(
+        key["rate_limits"],
+        serde_json::json!({"minute": 100, "day": 5000})
+    );
+    assert_eq!(
+        key["allowed_cidrs"],
+        serde_json::json!(["10.0.0.0/8", "2001:db8::/32"])
+    );
+    assert_eq!(key["metadata"]["plan"], "gold");
+    assert!(
+        !key.to_string().contains(secret),
+        "the key object never carries the secret"
+    );
+
+    let shown = cli.json(&["keys", "show", &id, "--json"]).await;
+    assert_eq!(shown["id"], id.as_str());
+    assert!(!shown.to_string().contains(secret));
+    let (code, human, _) = cli.run(&["keys", "show", &id]).await;
+    assert_eq!(code, 0);
+    assert!(
+        human.contains("acme_live_…") && human.contains("orders:read"),
+        "{human}"
+    );
+
+    let updated = cli
+        .json(&[
+            "keys",
+            "update",
+            &id,
+            "--scope",
+            "users:read",
+            "--disable",
+            "--clear",
+            "cidrs",
+            "--json",
+        ])
+        .await;
+    assert_eq!(updated["scopes"], serde_json::json!(["users:read"]));
+    assert_eq!(updated["allowed_cidrs"], serde_json::json!([]));
+    assert_eq!(updated["status"], "disabled");
+    assert_eq!(
+        updated["rate_limits"]["minute"], 100,
+        "untouched fields stay"
+    );
+
+    let listed = cli
+        .json(&[
+            "keys", "list", "--owner", "acme", "--status", "disabled", "--json",
+        ])
+        .await;
+    assert_eq!(listed["keys"].as_array().map(Vec::len), Some(1));
+    let none = cli
+        .json(&[
+            "keys", "list", "--owner", "acme", "--status", "active", "--json",
+        ])
+        .await;
+    assert_eq!(none["keys"].as_array().map(Vec::len), Some(0));
+
+    let rotated = cli
+        .json(&["keys", "rotate", &id, "--grace", "1h", "--json"])
+        .await;
+    let new_secret = rotated["secret"].as_str().expect("secret");
+    assert_ne!(new_secret, secret);
+    assert_eq!(rotated["previous"]["rotated_to"], rotated["key"]["id"]);
+    assert!(rotated["previous"]["expires_at"].is_string());
+
+    let revoked = cli
+        .json(&["keys", "revoke", &id, "--reason", "rotated away", "--json"])
+        .await;
+    assert_eq!(revoked["status"], "revoked");
+    assert_eq!(revoked["revoked_reason"], "rotated away");
+
+    let (code, out, _) = cli.run(&["keys", "list"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("2 key(s)"), "{out}");
+
+    let deleted = cli.json(&["keys", "delete", &id, "--json"]).await;
+    assert_eq!(deleted["deleted"], id.as_str());
+    let (code, _, err) = cli.run(&["keys", "show", &id]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not found"), "{err}");
+
+    let (code, out, err) = cli.run(&["audit", "verify"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("audit chain OK: 6 record(s)"), "{out}");
+}
+
+#[tokio::test]
+async fn bad_input_exits_2_with_a_clear_message() {
+    let cli = Cli::new().await;
+    for (args, want) in [
+        (vec!["keys", "show", "not-a-uuid"], "not a key id"),
+        (
+            vec![
+                "keys", "create", "--owner", "o", "--name", "n", "--limit", "week=5",
+            ],
+            "window must be",
+        ),
+        (
+            vec![
+                "keys",
+                "create",
+                "--owner",
+                "o",
+                "--name",
+                "n",
+                "--cidr",
+                "10.0.0.1/8",
+            ],
+            "allowed_cidrs[0]",
+        ),
+        (
+            vec![
+                "keys", "create", "--owner", "o", "--name", "n", "--scope", "Orders",
+            ],
+            "scopes[0]",
+        ),
+        (
+            vec![
+                "keys", "create", "--owner", "o", "--name", "n", "--route", "nope",
+            ],
+            "allowed_routes[0]",
+        ),
+        (
+            vec![
+                "keys", "create", "--owner", "o", "--name", "n", "--prefix", "Bad",
+            ],
+            "prefix",
+        ),
+        (
+            vec!["keys", "create", "--owner", "", "--name", "n"],
+            "owner_id",
+        ),
+        (vec!["keys", "create", "--name", "n"], "--owner"),
+    ] {
+        let (code, _, err) = cli.run(&args).await;
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    for _ in 0..3 {
+        cli.json(&[
+            "keys", "create", "--owner", "capped", "--name", "n", "--json",
+        ])
+        .await;
+    }
+    let (code, _, err) = cli
+        .run(&["keys", "create", "--owner", "capped", "--name", "n"])
+        .await;
+    assert_eq!(code, 1);
+    assert!(err.contains("max_per_owner"), "{err}");
+}
+
+#[tokio::test]
+async fn missing_hash_secret_is_a_clear_error() {
+    let cli = Cli::new().await;
+    let config = cli.config.clone();
+    let (code, _, err) =
+        tokio::task::spawn_blocking(move || binary::run(&config, &["keys", "list"], &[]))
+            .await
+            .expect("join");
+    assert_eq!(code, 1);
+    assert!(err.contains("no hash secret"), "{err}");
+}
+
+#[tokio::test]
+async fn serve_without_a_hash_secret_refuses_to_start() {
+    let cli = Cli::new().await;
+    let config = cli.config.clone();
+    let (code, _, err) = tokio::task::spawn_blocking(move || binary::run(&config, &["serve"], &[]))
+        .await
+        .expect("join");
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("no hash secret") && err.contains("KEYGATE_HASH_SECRET"),
+        "{err}"
+    );
+    let (code, _, err) = tokio::task::spawn_blocking({
+        let config = cli.config.clone();
+        move || binary::run(&config, &["serve"], &[("KEYGATE_HASH_SECRET", "short")])
+    })
+    .await
+    .expect("join");
+    assert_eq!(code, 1);
+    assert!(err.contains("at least 32 bytes"), "{err}");
+}

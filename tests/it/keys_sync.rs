@@ -1,0 +1,336 @@
+//! The key table's sync with the store: push-based revocation across gateways,
+//! no database I/O on the request path, Postgres outages warm and cold.
+
+use std::time::{Duration, Instant};
+
+use keygate::keys::service::CreateKey;
+
+use crate::harness::binary;
+use crate::harness::pg::{PgServer, fresh_db_on};
+use crate::harness::{TestConfig, TestGateway, Upstream, eventually};
+
+fn spec(owner: &str) -> CreateKey {
+    CreateKey {
+        owner_id: owner.into(),
+        name: "k".into(),
+        enabled: true,
+        ..CreateKey::default()
+    }
+}
+
+async fn status(gw: &TestGateway, key: &str) -> u16 {
+    gw.get("/x")
+        .header("x-api-key", key)
+        .send()
+        .await
+        .expect("send")
+        .status()
+        .as_u16()
+}
+
+async fn readyz(gw: &TestGateway) -> u16 {
+    gw.client
+        .get(gw.admin_url("/readyz"))
+        .send()
+        .await
+        .expect("readyz")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn cli_revocation_reaches_two_gateways_in_under_a_second() {
+    let up = Upstream::start("a").await;
+    // A long poll interval: only the push path can make this fast.
+    let cfg = TestConfig::pg()
+        .await
+        .set("keys", "sync_interval = \"1h\"")
+        .upstream("a", &[up.addr], "")
+        .route("r", "/", "a", "");
+    let k = cfg
+        .keys()
+        .await
+        .create(spec("o"), &"t".into())
+        .await
+        .expect("create");
+    let (a, b) = tokio::join!(cfg.start(), cfg.start());
+    assert_eq!(status(&a, k.secret.expose()).await, 200);
+    assert_eq!(status(&b, k.secret.expose()).await, 200);
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("keygate.toml");
+    std::fs::write(&path, format!("[store]\nurl = \"{}\"\n", cfg.db_url())).expect("write");
+    let id = k.key.id.to_string();
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        binary::run(
+            &path,
+            &["keys", "revoke", &id, "--reason", "leaked"],
+            &[("KEYGATE_HASH_SECRET", crate::harness::gateway::HASH_SECRET)],
+        )
+    })
+    .await
+    .expect("join");
+    assert_eq!(code, 0, "{out}{err}");
+    let revoked_at = Instant::now();
+    let secret = k.secret.expose();
+    let (ta, tb) = tokio::join!(
+        eventually(Duration::from_secs(3), || async {
+            status(&a, secret).await == 401
+        }),
+        eventually(Duration::from_secs(3), || async {
+            status(&b, secret).await == 401
+        }),
+    );
+    let total = revoked_at.elapsed();
+    assert!(
+        ta.is_some() && tb.is_some(),
+        "both gateways enforce the revocation"
+    );
+    assert!(total < Duration::from_secs(1), "revocation took {total:?}");
+    println!(
+        "revocation enforced by both gateways after {:?} / {:?}",
+        ta.unwrap_or_default(),
+        tb.unwrap_or_default()
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn random_and_malformed_keys_cause_no_postgres_queries() {
+    let server = tokio::task::spawn_blocking(|| {
+        PgServer::start_with(&["log_statement=all", "log_line_prefix=%d| "])
+    })
+    .await
+    .expect("join");
+    let db_url = fresh_db_on(&server.admin_url()).await;
+    let db = db_url.rsplit('/').next().expect("db name").to_string();
+    let up = Upstream::start("a").await;
+    let cfg = TestConfig::with_store(&db_url)
+        .set("keys", "sync_interval = \"1h\"")
+        .upstream("a", &[up.addr], "")
+        .route("r", "/", "a", "");
+    let valid = cfg
+        .keys()
+        .await
+        .create(spec("o"), &"t".into())
+        .await
+        .expect("create");
+    let gw = cfg.start().await;
+    assert_eq!(status(&gw, valid.secret.expose()).await, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let statements = |log: &str| {
+        log.lines()
+            .filter(|l| l.starts_with(&format!("{db}|")) && l.contains("statement:"))
+            .count()
+    };
+    let before = statements(&server.log());
+
+    let mut requests = Vec::new();
+    for i in 0..300 {
+        let key = match i % 3 {
+            0 => keygate::auth::key::generate("kg")
+                .expect("key")
+                .expose()
+                .to_string(),
+            1 => format!("kg_{}", "x".repeat(i % 50)),
+            _ => valid.secret.expose().to_string(),
+        };
+        requests.push(key);
+    }
+    let results = futures::future::join_all(requests.iter().map(|k| status(&gw, k))).await;
+    assert_eq!(results.iter().filter(|s| **s == 401).count(), 200);
+    assert_eq!(results.iter().filter(|s| **s == 200).count(), 100);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = statements(&server.log());
+    assert_eq!(after, before, "requests caused database statements");
+
+    // Control: the log does see a key change and the gateway's sync.
+    cfg.keys()
+        .await
+        .create(spec("o2"), &"t".into())
+        .await
+        .expect("create");
+    let seen = eventually(Duration::from_secs(3), || async {
+        statements(&server.log()) > after
+    })
+    .await;
+    assert!(seen.is_some(), "the statement log works");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn postgres_outage_while_warm_keeps_serving_from_the_table() {
+    let mut server = tokio::task::spawn_blocking(PgServer::start)
+        .await
+        .expect("join");
+    let db_url = fresh_db_on(&server.admin_url()).await;
+    let up = Upstream::start("a").await;
+    let cfg = TestConfig::with_store(&db_url)
+        .upstream("a", &[up.addr], "")
+        .route("r", "/", "a", "");
+    let k = cfg
+        .keys()
+        .await
+        .create(spec("o"), &"t".into())
+        .await
+        .expect("create");
+    let gw = cfg.start().await;
+    assert_eq!(status(&gw, k.secret.expose()).await, 200);
+
+    let mut server = tokio::task::spawn_blocking(move || {
+        server.stop();
+        server
+    })
+    .await
+    .expect("join");
+    let unknown = keygate::auth::key::generate("kg").expect("key");
+    for _ in 0..5 {
+        assert_eq!(
+            status(&gw, k.secret.expose()).await,
+            200,
+            "a known key keeps working"
+        );
+        assert_eq!(
+            status(&gw, unknown.expose()).await,
+            401,
+            "an unknown key stays invalid, not 503"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let ready: serde_json::Value = gw
+        .client
+        .get(gw.admin_url("/readyz"))
+        .send()
+        .await
+        .expect("readyz")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(ready["store"], "unreachable");
+    assert_eq!(ready["status"], "ready", "a warm gateway keeps serving");
+
+    // Back again: changes made after the outage arrive.
+    server = tokio::task::spawn_blocking(move || {
+        server.restart();
+        server
+    })
+    .await
+    .expect("join");
+    let k2 = cfg
+        .keys()
+        .await
+        .create(spec("o"), &"t".into())
+        .await
+        .expect("create after restart");
+    let seen = eventually(Duration::from_secs(10), || async {
+        status(&gw, k2.secret.expose()).await == 200
+    })
+    .await;
+    assert!(
+        seen.is_some(),
+        "the gateway reconnected and picked up a new key"
+    );
+    gw.stop().await;
+    drop(server);
+}
+
+#[tokio::test]
+async fn cold_start_without_postgres_is_not_ready_and_answers_503() {
+    let mut server = tokio::task::spawn_blocking(PgServer::start)
+        .await
+        .expect("join");
+    let db_url = fresh_db_on(&server.admin_url()).await;
+    let up = Upstream::start("a").await;
+    let cfg = TestConfig::with_store(&db_url)
+        .upstream("a", &[up.addr], "")
+        .route("r", "/x", "a", "")
+        .route("pub", "/public", "a", "auth = \"public\"");
+    let k = cfg
+        .keys()
+        .await
+        .create(spec("o"), &"t".into())
+        .await
+        .expect("create");
+    let mut server = tokio::task::spawn_blocking(move || {
+        server.stop();
+        server
+    })
+    .await
+    .expect("join");
+
+    let gw = cfg.start().await;
+    assert_eq!(readyz(&gw).await, 503);
+    let resp = gw
+        .get("/x")
+        .header("x-api-key", k.secret.expose())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 503);
+    let body: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(
+        body["error"]["code"], "auth_unavailable",
+        "never a misleading 401"
+    );
+    assert_eq!(
+        status(&gw, "kg_nonsense").await,
+        401,
+        "a malformed key is invalid regardless"
+    );
+    assert_eq!(
+        gw.get("/x").send().await.expect("send").status(),
+        401,
+        "missing key"
+    );
+    assert_eq!(
+        gw.get("/public").send().await.expect("send").status(),
+        200,
+        "public routes need no store"
+    );
+
+    server = tokio::task::spawn_blocking(move || {
+        server.restart();
+        server
+    })
+    .await
+    .expect("join");
+    let ready = eventually(Duration::from_secs(10), || async {
+        readyz(&gw).await == 200
+    })
+    .await;
+    assert!(ready.is_some(), "ready once Postgres answers");
+    assert_eq!(status(&gw, k.secret.expose()).await, 200);
+    gw.stop().await;
+    drop(server);
+}
+
+#[tokio::test]
+async fn deletes_and_new_keys_reach_a_running_gateway() {
+    let up = Upstream::start("a").await;
+    let cfg = TestConfig::pg()
+        .await
+        .set("keys", "sync_interval = \"1h\"")
+        .upstream("a", &[up.addr], "")
+        .route("r", "/", "a", "");
+    let svc = cfg.keys().await;
+    let first = svc.create(spec("o"), &"t".into()).await.expect("create");
+    let gw = cfg.start().await;
+    assert!(gw.metric_reaches("keygate_keys_loaded", 1.0).await);
+    let second = svc.create(spec("o"), &"t".into()).await.expect("create");
+    let added = eventually(Duration::from_secs(2), || async {
+        status(&gw, second.secret.expose()).await == 200
+    })
+    .await;
+    assert!(added.is_some(), "a key created while running is accepted");
+    svc.delete(first.key.id, &"t".into()).await.expect("delete");
+    let gone = eventually(Duration::from_secs(2), || async {
+        status(&gw, first.secret.expose()).await == 401
+    })
+    .await;
+    assert!(gone.is_some(), "a deleted key disappears");
+    assert!(gw.metric_reaches("keygate_keys_loaded", 1.0).await);
+    let age = gw.metric("keygate_key_sync_age_seconds").await;
+    assert!((0.0..5.0).contains(&age), "sync age {age}");
+    gw.stop().await;
+}
