@@ -24,7 +24,7 @@ use crate::metrics::Metrics;
 use crate::proxy::policy::Policy;
 use crate::proxy::upstream::UpstreamPool;
 use crate::proxy::{Proxy, ProxyState, listener};
-use crate::ratelimit::Health as RateLimitHealth;
+use crate::ratelimit::{Health as RateLimitHealth, Limiter};
 use crate::secrets;
 use crate::store;
 
@@ -46,6 +46,8 @@ pub enum GatewayError {
     Admin(std::io::Error),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    RateLimit(#[from] crate::ratelimit::LimiterError),
 }
 
 /// Options that tests and embedders set; `main` uses the defaults.
@@ -115,15 +117,24 @@ impl Gateway {
             .map(UpstreamPool::new)
             .collect::<Result<Vec<_>, _>>()?;
         let policy = Policy::new(&config, hasher, keys.clone(), opts.clock.clone());
+        let rl_health = Arc::new(RateLimitHealth::new(config.ratelimit.on_backend_error));
+        let limiter = Arc::new(Limiter::new(
+            &config,
+            metrics.clone(),
+            rl_health.clone(),
+            opts.clock.clone(),
+        )?);
+        limiter.connect().await;
         let state = Arc::new(ProxyState {
             policy,
             upstreams,
             metrics: metrics.clone(),
+            limiter,
         });
         let admin = Arc::new(AdminState {
             metrics,
             keys,
-            ratelimit: Arc::new(RateLimitHealth::new(config.ratelimit.on_backend_error)),
+            ratelimit: rl_health,
             store_reachable,
             clock: opts.clock,
         });
@@ -194,7 +205,10 @@ impl Gateway {
         });
 
         let (bg_stop_tx, bg_stop_rx) = watch::channel(false);
-        let background = vec![tokio::spawn(self.sync.run(bg_stop_rx))];
+        let background = vec![
+            tokio::spawn(self.sync.run(bg_stop_rx.clone())),
+            tokio::spawn(self.state.limiter.clone().run_background(bg_stop_rx)),
+        ];
 
         Ok(RunningGateway {
             bg_stop_tx,

@@ -17,6 +17,7 @@ use pingora_proxy::Session;
 
 use crate::metrics::Metrics;
 use crate::outcome::Rejection;
+use crate::ratelimit::Limiter;
 use ctx::RequestCtx;
 use policy::Policy;
 pub use service::Proxy;
@@ -27,20 +28,40 @@ pub struct ProxyState {
     pub policy: Policy,
     pub upstreams: Vec<UpstreamPool>,
     pub metrics: Arc<Metrics>,
+    pub limiter: Arc<Limiter>,
 }
 
 impl ProxyState {
-    /// Rate limits for an admitted request.
-    pub async fn limit(&self, _ctx: &mut RequestCtx) -> Result<(), Rejection> {
-        Ok(())
+    /// Rate limits for an authenticated request (public routes have no key to limit).
+    pub async fn limit(&self, ctx: &mut RequestCtx) -> Result<(), Rejection> {
+        let (Some(key), Some(route)) = (&ctx.key, ctx.route) else {
+            return Ok(());
+        };
+        match self.limiter.check(key, route).await {
+            Ok(status) => {
+                ctx.rate = status;
+                Ok(())
+            }
+            Err((rejection, status)) => {
+                ctx.rate = status;
+                Err(rejection)
+            }
+        }
     }
 
     /// Headers keygate adds to every response it sends or relays.
     pub fn response_headers(
         &self,
-        _resp: &mut ResponseHeader,
-        _ctx: &RequestCtx,
+        resp: &mut ResponseHeader,
+        ctx: &RequestCtx,
     ) -> pingora_error::Result<()> {
+        if let Some(r) = &ctx.rate {
+            resp.insert_header("x-ratelimit-limit", r.limit)?;
+            resp.insert_header("x-ratelimit-remaining", r.remaining)?;
+            resp.insert_header("x-ratelimit-reset", r.reset_secs)?;
+            resp.insert_header("ratelimit-policy", r.policy.as_str())?;
+            resp.insert_header("ratelimit", r.current.as_str())?;
+        }
         Ok(())
     }
 

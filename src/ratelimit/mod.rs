@@ -1,66 +1,350 @@
-//! Multi-window rate limits.
+//! Multi-window rate limits: `second`, `minute`, `hour`, `day`, `month` per key,
+//! plus per-route caps per key, checked and counted atomically.
+//!
+//! [`Limiter::check`] is the request path's entry: the local over-limit cache
+//! first, then the backend (Redis, or memory). When Redis fails, each call is
+//! bounded by `ratelimit.timeout`; repeated failures open a circuit breaker
+//! and `on_backend_error` decides: `local` limits per instance in memory,
+//! `allow` lets traffic through, `deny` answers 503.
 
+pub mod blocked;
+pub mod breaker;
+pub mod decision;
+mod health;
+pub mod memory;
+pub mod redis;
 pub mod window;
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::config::OnBackendError;
+use tokio::sync::watch;
 
-/// Rate-limit state of the window closest to exhaustion, for response headers.
-#[derive(Debug, Clone)]
+use crate::clock::Clock;
+use crate::config::{Config, OnBackendError, RateLimitBackend};
+use crate::keys::KeyEntry;
+use crate::metrics::Metrics;
+use crate::outcome::{Detail, Outcome, Rejection};
+use blocked::{Block, BlockCache};
+use decision::{Check, Scope, Span, Verdict, WindowStatus, plan};
+pub use health::{BackendState, Health};
+use memory::MemoryLimiter;
+use redis::RedisBackend;
+use window::Limits;
+
+/// What the response headers say about rate limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateStatus {
-    pub window: window::Window,
     pub limit: u64,
     pub remaining: u64,
     pub reset_secs: u64,
+    /// `RateLimit-Policy`: every window, IETF httpapi draft syntax.
+    pub policy: String,
+    /// `RateLimit`: the window closest to exhaustion.
+    pub current: String,
 }
 
-/// Whether the rate-limit backend is answering, for readiness and metrics.
-#[derive(Debug)]
-pub struct Health {
-    state: AtomicU8,
+/// The outcome of a check: headers to send, and a rejection if refused.
+pub type LimitResult = Result<Option<RateStatus>, (Rejection, Option<RateStatus>)>;
+
+pub struct Limiter {
+    redis: Option<Arc<RedisBackend>>,
+    local: MemoryLimiter,
+    blocked: BlockCache,
     on_error: OnBackendError,
+    timeout: Duration,
+    probe_interval: Duration,
+    route_names: Vec<Box<str>>,
+    route_caps: Vec<Limits>,
+    clock: Clock,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackendState {
-    Healthy,
-    Degraded(OnBackendError),
-}
+#[derive(Debug, thiserror::Error)]
+#[error("ratelimit.url: {0}")]
+pub struct LimiterError(String);
 
-impl BackendState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BackendState::Healthy => "healthy",
-            BackendState::Degraded(OnBackendError::Local) => "degraded_local",
-            BackendState::Degraded(OnBackendError::Allow) => "degraded_allow",
-            BackendState::Degraded(OnBackendError::Deny) => "degraded_deny",
+impl Limiter {
+    pub fn new(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+        clock: Clock,
+    ) -> Result<Limiter, LimiterError> {
+        let rl = &config.ratelimit;
+        let redis = match &rl.backend {
+            RateLimitBackend::Memory => None,
+            RateLimitBackend::Redis(url) => Some(Arc::new(
+                RedisBackend::new(url.expose(), rl.breaker_failures)
+                    .map_err(|e| LimiterError(e.to_string()))?,
+            )),
+        };
+        Ok(Limiter {
+            redis,
+            local: MemoryLimiter::default(),
+            blocked: BlockCache::default(),
+            on_error: rl.on_backend_error,
+            timeout: rl.timeout,
+            probe_interval: rl.breaker_probe_interval,
+            route_names: config
+                .routes
+                .iter()
+                .map(|r| r.name.as_str().into())
+                .collect(),
+            route_caps: config.routes.iter().map(|r| r.rate_limits).collect(),
+            clock,
+            metrics,
+            health,
+        })
+    }
+
+    fn probe_timeout(&self) -> Duration {
+        self.timeout.max(Duration::from_millis(500))
+    }
+
+    /// Connects to Redis, if used. A failure is not fatal: the gateway starts
+    /// degraded and the background probe keeps trying.
+    pub async fn connect(&self) {
+        let Some(r) = &self.redis else { return };
+        match r.connect(self.probe_timeout()).await {
+            Ok(()) => tracing::info!("rate limits: connected to redis"),
+            Err(e) => {
+                tracing::warn!(error = %e, mode = ?self.on_error, "rate limits: redis unavailable at start; degraded until it answers");
+                if r.breaker.trip() {
+                    self.set_degraded(true);
+                }
+            }
         }
     }
 
-    /// Whether requests can be served correctly in this state.
-    pub fn can_serve(self) -> bool {
-        !matches!(self, BackendState::Degraded(OnBackendError::Deny))
+    fn set_degraded(&self, degraded: bool) {
+        self.health.set_degraded(degraded);
+        self.metrics.ratelimit_degraded.set(i64::from(degraded));
     }
-}
 
-impl Health {
-    pub fn new(on_error: OnBackendError) -> Health {
-        Health {
-            state: AtomicU8::new(0),
-            on_error,
+    /// Checks and counts one request of `key` on `route`.
+    pub async fn check(&self, key: &KeyEntry, route: usize) -> LimitResult {
+        let route16 = route as u16;
+        let caps = self.route_caps.get(route).copied().unwrap_or_default();
+        let checks = plan(&key.limits, route16, &caps);
+        if checks.is_empty() {
+            return Ok(None);
+        }
+        let now = self.clock.now_ms().max(0) as u64;
+        if let Some(block) = self.blocked.get(key.limit_id, route16, now) {
+            return Err(self.blocked_rejection(&checks, &block, route, now));
+        }
+        let spans: Vec<Span> = checks.iter().map(|c| Span::at(c.window, now)).collect();
+        let verdict = match &self.redis {
+            None => self.local.check(key.limit_id, &checks, &spans),
+            Some(r) => match self.redis_check(r, key, &checks, &spans, route).await {
+                Some(v) => v,
+                None => match self.on_error {
+                    OnBackendError::Local => self.local.check(key.limit_id, &checks, &spans),
+                    OnBackendError::Allow => return Ok(None),
+                    OnBackendError::Deny => {
+                        let r = Rejection {
+                            outcome: Outcome::RateLimitUnavailable,
+                            detail: Detail::RetryAfter(1),
+                        };
+                        return Err((r, None));
+                    }
+                },
+            },
+        };
+        self.conclude(key, &checks, verdict, route, now)
+    }
+
+    /// `None` when Redis could not answer (and the fallback applies).
+    async fn redis_check(
+        &self,
+        r: &RedisBackend,
+        key: &KeyEntry,
+        checks: &[Check],
+        spans: &[Span],
+        route: usize,
+    ) -> Option<Verdict> {
+        if r.breaker.is_open() {
+            return None;
+        }
+        let name = self.route_names.get(route).map_or("", |n| n);
+        let call =
+            tokio::time::timeout(self.timeout, r.check(key.limit_id, checks, spans, name)).await;
+        match call {
+            Ok(Ok((allowed, counts))) => {
+                r.breaker.success();
+                let mut v = decision::evaluate(checks, spans, &counts);
+                if v.allowed != allowed {
+                    // A floating-point edge: Redis decided (and counted, or not); follow it.
+                    v.allowed = allowed;
+                    if !allowed && v.rejected_by.is_none() {
+                        v.rejected_by = Some((0, 1_000));
+                    }
+                }
+                Some(v)
+            }
+            Ok(Err(e)) => {
+                self.failed(r, &e.to_string());
+                None
+            }
+            Err(_) => {
+                self.failed(r, "timed out");
+                None
+            }
         }
     }
 
-    pub fn set_degraded(&self, degraded: bool) {
-        self.state.store(u8::from(degraded), Ordering::Relaxed);
+    fn failed(&self, r: &RedisBackend, why: &str) {
+        self.metrics.ratelimit_backend_errors.inc();
+        if r.breaker.failure() {
+            tracing::warn!(error = why, mode = ?self.on_error, "rate limits: redis failing; circuit open, falling back");
+            self.set_degraded(true);
+        }
     }
 
-    pub fn state(&self) -> BackendState {
-        if self.state.load(Ordering::Relaxed) == 0 {
-            BackendState::Healthy
-        } else {
-            BackendState::Degraded(self.on_error)
+    fn conclude(
+        &self,
+        key: &KeyEntry,
+        checks: &[Check],
+        v: Verdict,
+        route: usize,
+        now: u64,
+    ) -> LimitResult {
+        match v.rejected_by {
+            Some((i, wait)) if !v.allowed => {
+                let check = checks[i];
+                self.blocked.insert(
+                    key.limit_id,
+                    check.scope,
+                    Block {
+                        until_ms: now + wait,
+                        window: check.window,
+                    },
+                );
+                let status = self.status(&v.windows, Some(i), route);
+                let retry_after = wait.div_ceil(1000);
+                let r = Rejection {
+                    outcome: Outcome::RateLimited,
+                    detail: Detail::RateLimited {
+                        window: check.window,
+                        retry_after,
+                    },
+                };
+                Err((r, Some(status)))
+            }
+            _ => Ok(Some(self.status(&v.windows, None, route))),
+        }
+    }
+
+    fn blocked_rejection(
+        &self,
+        checks: &[Check],
+        block: &Block,
+        route: usize,
+        now: u64,
+    ) -> (Rejection, Option<RateStatus>) {
+        let wait = block.until_ms.saturating_sub(now);
+        let retry_after = wait.div_ceil(1000).max(1);
+        let windows: Vec<WindowStatus> = checks
+            .iter()
+            .map(|c| {
+                let span = Span::at(c.window, now);
+                WindowStatus {
+                    check: *c,
+                    remaining: if c.window == block.window { 0 } else { c.limit },
+                    reset_secs: span.left_ms().div_ceil(1000),
+                    window_secs: span.bucket.len_ms / 1000,
+                }
+            })
+            .collect();
+        let at = windows.iter().position(|w| w.remaining == 0);
+        let r = Rejection {
+            outcome: Outcome::RateLimited,
+            detail: Detail::RateLimited {
+                window: block.window,
+                retry_after,
+            },
+        };
+        (r, Some(self.status(&windows, at, route)))
+    }
+
+    fn policy_name(&self, c: &Check, route: usize) -> String {
+        match c.scope {
+            Scope::Key => c.window.as_str().to_string(),
+            Scope::Route(_) => format!(
+                "{}.{}",
+                self.route_names.get(route).map_or("", |n| n),
+                c.window.as_str()
+            ),
+        }
+    }
+
+    fn status(&self, windows: &[WindowStatus], pick: Option<usize>, route: usize) -> RateStatus {
+        let closest = pick.and_then(|i| windows.get(i)).or_else(|| {
+            windows.iter().min_by(|a, b| {
+                a.remaining
+                    .cmp(&b.remaining)
+                    .then(b.reset_secs.cmp(&a.reset_secs))
+            })
+        });
+        let policy = windows
+            .iter()
+            .map(|w| {
+                format!(
+                    "\"{}\";q={};w={}",
+                    self.policy_name(&w.check, route),
+                    w.check.limit,
+                    w.window_secs
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        match closest {
+            Some(w) => RateStatus {
+                limit: w.check.limit,
+                remaining: w.remaining,
+                reset_secs: w.reset_secs,
+                current: format!(
+                    "\"{}\";r={};t={}",
+                    self.policy_name(&w.check, route),
+                    w.remaining,
+                    w.reset_secs
+                ),
+                policy,
+            },
+            None => RateStatus {
+                limit: 0,
+                remaining: 0,
+                reset_secs: 0,
+                policy,
+                current: String::new(),
+            },
+        }
+    }
+
+    /// Probes Redis while the breaker is open, and sweeps stale local state.
+    pub async fn run_background(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut sweep = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.probe_interval) => {}
+                _ = sweep.tick() => {
+                    let now = self.clock.now_ms().max(0) as u64;
+                    self.blocked.sweep(now);
+                    self.local.sweep(now);
+                    continue;
+                }
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            let Some(r) = &self.redis else { continue };
+            if !r.breaker.is_open() {
+                continue;
+            }
+            if r.connect(self.probe_timeout()).await.is_ok() && r.breaker.close() {
+                tracing::info!("rate limits: redis answering again; circuit closed");
+                self.set_degraded(false);
+            }
         }
     }
 }

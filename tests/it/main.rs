@@ -7,3 +7,4 @@ mod keys_auth;
 mod keys_cli;
 mod keys_sync;
 mod proxy;
+mod ratelimit;

@@ -6,6 +6,7 @@ pub mod binary;
 pub mod gateway;
 pub mod pg;
 pub mod procs;
+pub mod redis;
 pub mod upstream;
 
 pub use gateway::{TestConfig, TestGateway, metric_value};

@@ -1,0 +1,176 @@
+//! The Redis backend: one `EVALSHA` per request checks and counts every window
+//! atomically. Concurrent requests share one multiplexed connection, so they
+//! are pipelined. Every key of one API key carries the hash tag `{<limit id>}`,
+//! so a request's keys live in one Redis Cluster slot.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use redis::aio::MultiplexedConnection;
+use uuid::Uuid;
+
+use super::breaker::Breaker;
+use super::decision::{Check, Counts, Scope, Span};
+
+/// KEYS: per check, its current and previous bucket.
+/// ARGV: per check, limit, bucket length (ms), elapsed in bucket (ms), sliding (1/0), TTL (ms).
+/// Reads every window, then counts the request in all of them or in none.
+/// Returns `{allowed, curr1, prev1, curr2, prev2, ...}` as they were before.
+const SCRIPT: &str = r#"
+local n = #KEYS / 2
+local vals = redis.call('MGET', unpack(KEYS))
+local out = {1}
+for i = 1, n do
+  local a = (i - 1) * 5
+  local c = tonumber(vals[2 * i - 1] or 0) or 0
+  local p = 0
+  if ARGV[a + 4] == '1' then p = tonumber(vals[2 * i] or 0) or 0 end
+  out[2 * i] = c
+  out[2 * i + 1] = p
+  local len = tonumber(ARGV[a + 2])
+  local est = p * ((len - tonumber(ARGV[a + 3])) / len) + c
+  if est + 1 > tonumber(ARGV[a + 1]) then out[1] = 0 end
+end
+if out[1] == 1 then
+  for i = 1, n do
+    local v = redis.call('INCR', KEYS[2 * i - 1])
+    if v == 1 then redis.call('PEXPIRE', KEYS[2 * i - 1], ARGV[(i - 1) * 5 + 5]) end
+  end
+end
+return out
+"#;
+
+const MONTH_TTL_MARGIN_MS: u64 = 86_400_000;
+
+pub struct RedisBackend {
+    client: redis::Client,
+    conn: ArcSwapOption<MultiplexedConnection>,
+    script: redis::Script,
+    pub breaker: Breaker,
+}
+
+/// The Redis key of one bucket.
+pub fn bucket_key(id: Uuid, scope: Scope, route_name: &str, check: &Check, bucket: u64) -> String {
+    match scope {
+        Scope::Key => format!("kg:{{{id}}}:k:{}:{bucket}", check.window.as_str()),
+        Scope::Route(_) => format!(
+            "kg:{{{id}}}:r:{route_name}:{}:{bucket}",
+            check.window.as_str()
+        ),
+    }
+}
+
+impl RedisBackend {
+    /// Parses the URL; does not connect.
+    pub fn new(url: &str, breaker_failures: u32) -> Result<RedisBackend, redis::RedisError> {
+        Ok(RedisBackend {
+            client: redis::Client::open(url)?,
+            conn: ArcSwapOption::empty(),
+            script: redis::Script::new(SCRIPT),
+            breaker: Breaker::new(breaker_failures),
+        })
+    }
+
+    /// Opens a fresh connection, checks it with PING and the script load, and
+    /// puts it in service (dropping the old one and anything queued on it).
+    pub async fn connect(&self, timeout: Duration) -> Result<(), redis::RedisError> {
+        let cfg = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout));
+        let mut conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await?;
+        redis::cmd("PING").query_async::<String>(&mut conn).await?;
+        self.script.load_async(&mut conn).await?;
+        // Requests bound their own waits; the connection itself must not time out
+        // a pipelined response that is merely behind others.
+        conn.set_response_timeout(Duration::from_secs(3600));
+        self.conn.store(Some(Arc::new(conn)));
+        Ok(())
+    }
+
+    /// Runs the script; returns whether the request was admitted and counted,
+    /// and the counts before it.
+    pub async fn check(
+        &self,
+        id: Uuid,
+        checks: &[Check],
+        spans: &[Span],
+        route_name: &str,
+    ) -> Result<(bool, Vec<Counts>), redis::RedisError> {
+        let Some(conn) = self.conn.load_full() else {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "not connected to redis",
+            )));
+        };
+        let mut conn = (*conn).clone();
+        let mut inv = self.script.prepare_invoke();
+        for (c, s) in checks.iter().zip(spans) {
+            inv.key(bucket_key(id, c.scope, route_name, c, s.bucket.index));
+            inv.key(bucket_key(
+                id,
+                c.scope,
+                route_name,
+                c,
+                s.bucket.index.wrapping_sub(1),
+            ));
+            let ttl = if s.sliding {
+                2 * s.bucket.len_ms + 1_000
+            } else {
+                s.left_ms() + MONTH_TTL_MARGIN_MS
+            };
+            inv.arg(c.limit)
+                .arg(s.bucket.len_ms)
+                .arg(s.elapsed_ms)
+                .arg(u8::from(s.sliding))
+                .arg(ttl);
+        }
+        let out: Vec<i64> = inv.invoke_async(&mut conn).await?;
+        if out.len() != 1 + 2 * checks.len() {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Parse,
+                "unexpected rate-limit script reply",
+            )));
+        }
+        let counts = out[1..]
+            .chunks(2)
+            .map(|p| Counts {
+                curr: p[0].max(0) as u64,
+                prev: p[1].max(0) as u64,
+            })
+            .collect();
+        Ok((out[0] == 1, counts))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ratelimit::window::Window;
+
+    #[test]
+    fn keys_share_a_hash_tag() {
+        let id = Uuid::from_u128(5);
+        let c = Check {
+            scope: Scope::Route(1),
+            window: Window::Minute,
+            limit: 5,
+        };
+        let k = bucket_key(id, c.scope, "orders", &c, 42);
+        assert_eq!(k, format!("kg:{{{id}}}:r:orders:minute:42"));
+        let k2 = bucket_key(
+            id,
+            Scope::Key,
+            "orders",
+            &Check {
+                scope: Scope::Key,
+                ..c
+            },
+            42,
+        );
+        assert_eq!(k2, format!("kg:{{{id}}}:k:minute:42"));
+    }
+}

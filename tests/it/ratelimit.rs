@@ -1,0 +1,701 @@
+//! Rate limits through the real proxy, with a real Redis: exactness under
+//! concurrency (one and two gateways), all-or-nothing counting, window resets
+//! and the calendar month, headers, the local over-limit cache, and Redis
+//! failures (killed, hung, each `on_backend_error` mode).
+
+use std::time::{Duration, Instant};
+
+use chrono::TimeZone;
+use keygate::BuildOptions;
+use keygate::clock::Clock;
+use keygate::keys::service::CreateKey;
+use keygate::ratelimit::window::Limits;
+
+use crate::harness::redis::RedisServer;
+use crate::harness::{TestConfig, TestGateway, Upstream, eventually};
+
+fn spec(limits: Limits) -> CreateKey {
+    CreateKey {
+        owner_id: "o".into(),
+        name: "k".into(),
+        enabled: true,
+        rate_limits: limits,
+        ..CreateKey::default()
+    }
+}
+
+async fn redis() -> RedisServer {
+    tokio::task::spawn_blocking(RedisServer::start)
+        .await
+        .expect("join")
+}
+
+fn with_redis(cfg: TestConfig, r: &RedisServer, extra: &str) -> TestConfig {
+    cfg.section(&format!("[ratelimit]\nbackend = \"redis\"\nurl = \"{}\"\ntimeout = \"250ms\"\nbreaker_probe_interval = \"200ms\"\n{extra}", r.url()))
+}
+
+async fn status(gw: &TestGateway, key: &str) -> u16 {
+    gw.get("/x")
+        .header("x-api-key", key)
+        .send()
+        .await
+        .expect("send")
+        .status()
+        .as_u16()
+}
+
+/// Sends `n` requests with at most `concurrency` in flight; counts statuses.
+async fn burst(
+    gws: &[&TestGateway],
+    key: &str,
+    n: usize,
+    concurrency: usize,
+) -> (usize, usize, usize) {
+    use futures::StreamExt;
+    let results: Vec<u16> = futures::stream::iter(0..n)
+        .map(|i| status(gws[i % gws.len()], key))
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let c = |s| results.iter().filter(|x| **x == s).count();
+    (c(200), c(429), results.len() - c(200) - c(429))
+}
+
+#[tokio::test]
+async fn exactly_the_limit_passes_under_concurrency_with_redis() {
+    let r = redis().await;
+    let up = Upstream::start("a").await;
+    let cfg = with_redis(
+        TestConfig::pg()
+            .await
+            .upstream("a", &[up.addr], "")
+            .route("r", "/", "a", ""),
+        &r,
+        "",
+    );
+    let k = cfg
+        .keys()
+        .await
+        .create(
+            spec(Limits {
+                minute: Some(50),
+                ..Limits::default()
+            }),
+            &"t".into(),
+        )
+        .await
+        .expect("create");
+    let gw = cfg.start().await;
+    let (ok, limited, other) = burst(&[&gw], k.secret.expose(), 400, 64).await;
+    assert_eq!((ok, limited, other), (50, 350, 0));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn exactly_the_limit_passes_across_two_gateways_sharing_redis() {
+    let r = redis().await;
+    let up = Upstream::start("a").await;
+    let cfg = with_redis(
+        TestConfig::pg()
+            .await
+            .upstream("a", &[up.addr], "")
+            .route("r", "/", "a", ""),
+        &r,
+        "",
+    );
+    let k = cfg
+        .keys()
+        .await
+        .create(
+            spec(Limits {
+                minute: Some(60),
+                ..Limits::default()
+            }),
+            &"t".into(),
+        )
+        .await
+        .expect("create");
+    let (a, b) = tokio::join!(cfg.start(), cfg.start());
+    let (ok, limited, other) = burst(&[&a, &b], k.secret.expose(), 400, 64).await;
+    assert_eq!((ok, limited, other), (60, 340, 0));
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn exactly_the_limit_passes_under_concurrency_in_memory() {
+    let up = Upstream::start("a").await;
+    let cfg = TestConfig::pg()
+        .await
+        .upstream("a", &[up.addr], "")
+        .route("r", "/", "a", "");
+    let k = cfg
+        .keys()
+        .await
+        .create(
+            spec(Limits {
+                hour: Some(37),
+                ..Limits::default()
+            }),
+            &"t".into(),
+        )
+        .await
+        .expect("create");
+    let gw = cfg.start().await;
+    assert_eq!(
+        burst(&[&gw], k.secret.expose(), 300, 64).await,
+        (37, 263, 0)
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_rejection_counts_in_no_window() {
+    let r = redis().await;
+    let up = Upstream::start("a").await;
+    let cfg = with_redis(
+        TestConfig::pg()
+            .await
+            .upstream("a", &[up.addr], "")
+            .route("r", "/", "a", ""),
+        &r,
+        "",
+    );
+    let limits = Limits {
+        second: Some(1000),
+        minute: Some(5),
+        hour: Some(1000),
+        day: Some(1000),
+        month: Some(1000),
+    };
+    let k = cfg
+        .keys()
+        .await
+        .create(spec(limits), &"t".into())
+        .await
+        .expect("create");
+    let gw = cfg.start().await;
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        statuses.push(status(&gw, k.secret.expose()).await);
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 5);
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 7);
+    let counters = r.counters(&format!("kg:{{{}}}:*", k.key.lineage_id));
+    let mut per_window: std::collections::BTreeMap<String, i64> = Default::default();
+    for (key, v) in counters {
+        let window = key.split(':').nth(3).unwrap_or("?").to_string();
+        *per_window.entry(window).or_default() += v;
+    }
+    for w in ["second", "minute", "hour", "day", "month"] {
+        // `second` may straddle a bucket boundary; its buckets sum to 5 all the same.
+        assert_eq!(per_window.get(w), Some(&5), "{w}: {per_window:?}");
+    }
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn headers_on_success_and_on_429() {
+    let r = redis().await;
+    let up = Upstream::start("a").await;
+    let cfg = with_redis(
+        TestConfig::pg().await.upstream("a", &[up.addr], "").route(
+            "r",
+            "/",
+            "a",
+            "rate_limits = { day = 100 }",
+        ),
+        &r,
+        "",
+    );
+    let k = cfg
+        .keys()
+        .await
+        .create(
+            spec(Limits {
+                minute: Some(3),
+                ..Limits::default()
+            }),
+            &"t".into(),
+        )
+        .await
+        .expect("create");
+    let gw = cfg.start().await;
+    let resp = gw
+        .get("/x")
+        .header("x-api-key", k.secret.expose())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    let h = resp.headers();
+    assert_eq!(h["x-ratelimit-limit"], "3");
+    assert_eq!(h["x-ratelimit-remaining"], "2");
+    let reset: u64 = h["x-ratelimit-reset"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&reset), "{reset}");
+    assert_eq!(
+        h["ratelimit-policy"],
+        "\"minute\";q=3;w=60, \"r.day\";q=100;w=86400"
+    );
+    assert_eq!(
+        h["ratelimit"].to_str().expect("ascii"),
+        format!("\"minute\";r=2;t={reset}")
+    );
+    for _ in 0..2 {
+        status(&gw, k.secret.expose()).await;
+    }
+    let resp = gw
+        .get("/x")
+        .header("x-api-key", k.secret.expose())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 429);
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=120).contains(&retry), "{retry}");
+    assert_eq!(resp.headers()["x-ratelimit-remaining"], "0");
+    let body: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "rate_limited");
+    assert_eq!(body["error"]["window"], "minute");
+    assert_eq!(body["error"]["retry_after"], retry);
+    // Public routes and keys without limits carry no rate-limit headers.
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn route_caps_apply_per_key() {
+    let up = Upstream::start("a").await;
+    let cfg = TestConfig::pg()
+        .await
+        .upstream("a", &[up.addr], "")
+        .route("capped", "/x", "a", "rate_limits = { minute = 2 }")
+        .route("free", "/y", "a", "");
+    let svc = cfg.keys().await;
+    let a = svc
+        .create(spec(Limits::default()), &"t".into())
+        .await
+        .expect("create");
+    let b = svc
+        .create(spec(Limits::default()), &"t".into())
+        .await
+        .expect("create");
+    let gw = cfg.start().await;
+    for want in [200, 200, 429] {
+        assert_eq!(status(&gw, a.secret.expose()).await, want);
+    }
+    assert_eq!(
+        status(&gw, b.secret.expose()).await,
+        200,
+        "another key has its own cap"
+    );
+    let other_route = gw
+        .get("/y")
+        .header("x-api-key", a.secret.expose())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(other_route.status(), 200, "the cap is per route");
+    assert!(
+        !other_route.headers().contains_key("x-ratelimit-limit"),
+        "no limits on that route for this key"
+    );
+    gw.stop().await;
+}
+
+async fn windows_reset_and_month_rolls_over(redis: Option<&RedisServer>) {
+    let up = Upstream::start("a").await;
+    let mut cfg = TestConfig::pg()
+        .await
+        .upstream("a", &[up.addr], "")
+        .route("r", "/", "a", "");
+    if let Some(r) = redis {
+        cfg = with_redis(cfg, r, "");
+    }
+    let limits = Limits {
+        minute: Some(2),
+        month: Some(5),
+        ..Limits::default()
+    };
+    let k = cfg
+        .keys()
+        .await
+        .create(spec(limits), &"t".into())
+        .await
+        .expect("create");
+    let clock = Clock::manual(
+        chrono::Utc
+            .with_ymd_and_hms(2031, 1, 31, 23, 50, 0)
+            .single()
+            .expect("time"),
+    );
+    let gw = cfg
+        .start_with(BuildOptions {
+            clock: clock.clone(),
+        })
+        .await;
+    let key = k.secret.expose();
+    assert_eq!(status(&gw, key).await, 200);
+    assert_eq!(status(&gw, key).await, 200);
+    assert_eq!(status(&gw, key).await, 429, "minute full");
+    clock.advance_ms(3 * 60_000);
+    assert_eq!(status(&gw, key).await, 200, "minute window reset");
+    assert_eq!(status(&gw, key).await, 200);
+    clock.advance_ms(3 * 60_000);
+    assert_eq!(status(&gw, key).await, 200, "5th of the month");
+    clock.advance_ms(3 * 60_000);
+    let resp = gw
+        .get("/x")
+        .header("x-api-key", key)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 429);
+    let body: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(body["error"]["window"], "month");
+    // 23:59:00 on Jan 31st: the month ends in 60 s.
+    assert_eq!(body["error"]["retry_after"], 60);
+    clock.set(
+        chrono::Utc
+            .with_ymd_and_hms(2031, 2, 1, 0, 0, 1)
+            .single()
+            .expect("time"),
+    );
+    assert_eq!(status(&gw, key).await, 200, "a new calendar month (UTC)");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn windows_reset_and_month_rolls_over_in_memory() {
+    windows_reset_and_month_rolls_over(None).await;
+}
+
+#[tokio::test]
+async fn windows_reset_and_month_rolls_over_with_redis() {
+    let r = redis().await;
+    windows_reset_and_month_rolls_over(Some(&r)).await;
+}
+
+#[tokio::test]
+async fn an_exhausted_key_costs_redis_nothing() {
+    let r = redis().await;
+    let up = Upstream::start("a").await;
+    let cfg = with_redis(
+        TestConfig::pg()
+            .await
+            .upstream("a", &[up.addr], "")
+            .route("r", "/", "a", ""),
+        &r,
+        "",
+    );
+    let k = cfg
+        .keys()
+        .await
+        .create(
+            spec(Limits {
+                hour: Some(3),
+                ..Limits::default()
+            }),
+            &"t".into(),
+        )
+        .await
+        .expect("create");
+    let gw = cfg.start().await;
+    for _ in 0..4 {
+        status(&gw, k.secret.expose()).await;
+    }
+    let before = r.calls("evalsha");
+    let (ok, limited, _) = burst(&[&gw], k.secret.expose(), 200, 16).await;
+    assert_eq!((ok, limited), (0, 200));
+    assert_eq!(
+        r.calls("evalsha"),
+        before,
+        "rejections were answered locally"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn redis_killed_falls_back_to_local_limits_and_recovers() {
+    let mut r = redis().await;
+    let up = Upstream::start("a").await;
+    let cfg = with_redis(
+        TestConfig::pg()
+            .await
+            .upstream("a", &[up.addr], "")
+            .route("r", "/", "a", ""),
+        &r,
+        "on_backend_error = \"local\"",
+    );
+    let k = cfg
+        .keys()
+        .await
+        .create(
+            spec(Limits {
+                minute: Some(1000),
+                day: Some(5000),
+                ..Limits::default()
+            }),
+            &"t".into(),
+        )
+        .await
+        .expect("create");
+    let small = cfg
+        .keys()
+        .await
+        .create(
+            spec(Limits {
+                minute: Some(3),
+                ..Limits::default()
+            }),
+            &"t".into(),
+        )
+        .await
+        .expect("create");
+    let gw = cfg.start().await;
+    assert_eq!(status(&gw, k.secret.expose()).await, 200);
+    assert_eq!(gw.metric("keygate_ratelimit_degraded").await, 0.0);
+
+    r.kill();
+    for _ in 0..20 {
+        assert_eq!(
+            status(&gw, k.secret.expose()).await,
+            200,
+            "traffic keeps flowing"
+        );
+    }
+    assert!(gw.metric_reaches("keygate_ratelimit_degraded", 1.0).await);
+    assert!(gw.metric("keygate_ratelimit_backend_errors_total").await >= 1.0);
+    // Never silently unlimited: local limits apply.
+    let statuses: Vec<u16> =
+        futures::future::join_all((0..6).map(|_| status(&gw, small.secret.expose()))).await;
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        3,
+        "{statuses:?}"
+    );
+
+    let r = tokio::task::spawn_blocking(move || {
+        r.restart();
+        r
+    })
+    .await
+    .expect("join");
+    assert!(
+        gw.metric_reaches("keygate_ratelimit_degraded", 0.0).await,
+        "recovers by itself"
+    );
+    let before = r.calls("evalsha");
+    assert_eq!(status(&gw, k.secret.expose()).await, 200);
+    assert!(r.calls("evalsha") > before, "requests go to Redis again");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn hung_redis_costs_at_most_the_timeout_then_nothing() {
+    let r = redis().await;
+    let up = Upstream::start("a").await;
+    let cfg = with_redis(
+        TestConfig::pg()
+            .await
+            .upstream("a", &[up.addr], "")
+            .route("r", "/", "a", ""),
+        &r,
+        "breaker_failures = 3",
+    );
+    let k = cfg
+        .keys()
+        .await
+        .create(
+            spec(Limits {
+                minute: Some(10_000),
+                ..Limits::default()
+            }),
+            &"t".into(),
+        )
+        .await
+        .expect("create");
+    let gw = cfg.start().await;
+    assert_eq!(status(&gw, k.secret.expose()).await, 200);
+    r.pause();
+    let timeout = Duration::from_millis(250);
+    let margin = Duration::from_millis(750);
+    let mut timings = Vec::new();
+    for _ in 0..10 {
+        let t = Instant::now();
+        assert_eq!(status(&gw, k.secret.expose()).await, 200);
+        timings.push(t.elapsed());
+    }
+    assert!(
+        timings.iter().all(|t| *t < timeout + margin),
+        "every request answered within the timeout: {timings:?}"
+    );
+    assert!(
+        timings[..3].iter().all(|t| *t >= timeout),
+        "the first calls waited for Redis: {timings:?}"
+    );
+    assert!(
+        timings[3..].iter().all(|t| *t < timeout / 2),
+        "after the breaker opened, no waiting: {timings:?}"
+    );
+    assert_eq!(gw.metric("keygate_ratelimit_degraded").await, 1.0);
+    r.resume();
+    assert!(
+        gw.metric_reaches("keygate_ratelimit_degraded", 0.0).await,
+        "recovers after SIGCONT"
+    );
+    gw.stop().await;
+}
+
+async fn mode(on_error: &str) -> (TestGateway, String, String, Upstream) {
+    let up = Upstream::start("a").await;
+    let dead = format!("redis://127.0.0.1:{}", crate::harness::procs::free_port());
+    let cfg = TestConfig::pg()
+        .await
+        .upstream("a", &[up.addr], "")
+        .route("r", "/", "a", "")
+        .section(&format!("[ratelimit]\nbackend = \"redis\"\nurl = \"{dead}\"\ntimeout = \"100ms\"\non_backend_error = \"{on_error}\"\n"));
+    let svc = cfg.keys().await;
+    let limited = svc
+        .create(
+            spec(Limits {
+                minute: Some(2),
+                ..Limits::default()
+            }),
+            &"t".into(),
+        )
+        .await
+        .expect("create");
+    let unlimited = svc
+        .create(spec(Limits::default()), &"t".into())
+        .await
+        .expect("create");
+    let gw = cfg.start().await;
+    (
+        gw,
+        limited.secret.expose().to_string(),
+        unlimited.secret.expose().to_string(),
+        up,
+    )
+}
+
+async fn readyz(gw: &TestGateway) -> (u16, serde_json::Value) {
+    let resp = gw
+        .client
+        .get(gw.admin_url("/readyz"))
+        .send()
+        .await
+        .expect("readyz");
+    (resp.status().as_u16(), resp.json().await.expect("json"))
+}
+
+#[tokio::test]
+async fn on_backend_error_local() {
+    let (gw, limited, unlimited, _up) = mode("local").await;
+    let got: Vec<u16> = futures::future::join_all((0..4).map(|_| status(&gw, &limited))).await;
+    assert_eq!(got.iter().filter(|s| **s == 200).count(), 2, "{got:?}");
+    assert_eq!(status(&gw, &unlimited).await, 200);
+    let (code, body) = readyz(&gw).await;
+    assert_eq!(
+        (code, body["ratelimit"].as_str()),
+        (200, Some("degraded_local"))
+    );
+    assert_eq!(gw.metric("keygate_ratelimit_degraded").await, 1.0);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn on_backend_error_allow() {
+    let (gw, limited, _, _up) = mode("allow").await;
+    let got: Vec<u16> = futures::future::join_all((0..5).map(|_| status(&gw, &limited))).await;
+    assert_eq!(got, vec![200; 5]);
+    assert_eq!(readyz(&gw).await.1["ratelimit"], "degraded_allow");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn on_backend_error_deny() {
+    let (gw, limited, unlimited, up) = mode("deny").await;
+    let resp = gw
+        .get("/x")
+        .header("x-api-key", &limited)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().contains_key("retry-after"));
+    let body: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(
+        body["error"]["code"], "rate_limit_unavailable",
+        "never a 401"
+    );
+    assert_eq!(
+        status(&gw, &unlimited).await,
+        200,
+        "keys without limits need no backend"
+    );
+    assert_eq!(up.count(), 1);
+    let (code, body) = readyz(&gw).await;
+    assert_eq!(
+        (code, body["ratelimit"].as_str()),
+        (503, Some("degraded_deny"))
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn commands_per_request_and_script_reload_after_restart() {
+    let mut r = redis().await;
+    let up = Upstream::start("a").await;
+    let cfg = with_redis(
+        TestConfig::pg().await.upstream("a", &[up.addr], "").route(
+            "r",
+            "/",
+            "a",
+            "rate_limits = { second = 1000 }",
+        ),
+        &r,
+        "",
+    );
+    let limits = Limits {
+        second: Some(1000),
+        minute: Some(100_000),
+        hour: Some(100_000),
+        day: Some(1_000_000),
+        month: None,
+    };
+    let k = cfg
+        .keys()
+        .await
+        .create(spec(limits), &"t".into())
+        .await
+        .expect("create");
+    let gw = cfg.start().await;
+    status(&gw, k.secret.expose()).await;
+    r.cmd(&["CONFIG", "RESETSTAT"]);
+    for _ in 0..50 {
+        assert_eq!(status(&gw, k.secret.expose()).await, 200);
+    }
+    assert_eq!(r.calls("evalsha"), 50, "one EVALSHA per request");
+    assert_eq!(r.calls("eval"), 0);
+    // A restarted Redis has no scripts: the gateway reloads on NOSCRIPT.
+    r = tokio::task::spawn_blocking(move || {
+        r.restart();
+        r
+    })
+    .await
+    .expect("join");
+    let ok = eventually(Duration::from_secs(10), || async {
+        status(&gw, k.secret.expose()).await == 200 && r.calls("evalsha") > 0
+    })
+    .await;
+    assert!(ok.is_some());
+    gw.stop().await;
+}
