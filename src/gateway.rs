@@ -48,6 +48,8 @@ pub enum GatewayError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     RateLimit(#[from] crate::ratelimit::LimiterError),
+    #[error("usage spool {0}: {1}")]
+    Usage(std::path::PathBuf, std::io::Error),
 }
 
 /// Options that tests and embedders set; `main` uses the defaults.
@@ -62,6 +64,7 @@ pub struct Gateway {
     state: Arc<ProxyState>,
     admin: Arc<AdminState>,
     sync: KeySync,
+    usage_writer: Option<crate::usage::writer::UsageWriter>,
     proxy_listener: std::net::TcpListener,
     admin_listener: std::net::TcpListener,
 }
@@ -125,11 +128,26 @@ impl Gateway {
             opts.clock.clone(),
         )?);
         limiter.connect().await;
+        let (usage, usage_writer) = if config.usage.enabled {
+            let (sink, writer) =
+                crate::usage::pipeline(&config.usage, store.clone(), metrics.clone())
+                    .map_err(|e| GatewayError::Usage(config.usage.spool_dir.clone(), e))?;
+            (Some(sink), Some(writer))
+        } else {
+            (None, None)
+        };
         let state = Arc::new(ProxyState {
             policy,
             upstreams,
             metrics: metrics.clone(),
             limiter,
+            usage,
+            route_names: config
+                .routes
+                .iter()
+                .map(|r| Arc::from(r.name.as_str()))
+                .collect(),
+            clock: opts.clock.clone(),
         });
         let admin = Arc::new(AdminState {
             metrics,
@@ -148,6 +166,7 @@ impl Gateway {
             state,
             admin,
             sync,
+            usage_writer,
         })
     }
 
@@ -204,6 +223,10 @@ impl Gateway {
             }
         });
 
+        let (usage_stop_tx, usage_stop_rx) = watch::channel(None);
+        let usage_task = self
+            .usage_writer
+            .map(|w| tokio::spawn(w.run(usage_stop_rx)));
         let (bg_stop_tx, bg_stop_rx) = watch::channel(false);
         let background = vec![
             tokio::spawn(self.sync.run(bg_stop_rx.clone())),
@@ -211,6 +234,8 @@ impl Gateway {
         ];
 
         Ok(RunningGateway {
+            usage_stop_tx,
+            usage_task,
             bg_stop_tx,
             background,
             proxy_addr,
@@ -244,6 +269,8 @@ pub struct RunningGateway {
     admin_task: JoinHandle<()>,
     bg_stop_tx: watch::Sender<bool>,
     background: Vec<JoinHandle<()>>,
+    usage_stop_tx: watch::Sender<Option<Stop>>,
+    usage_task: Option<JoinHandle<()>>,
 }
 
 impl RunningGateway {
@@ -283,6 +310,11 @@ impl RunningGateway {
             })
             .await;
         }
+        // Every request has been recorded by now: flush the usage queue.
+        let _ = self.usage_stop_tx.send(Some(how));
+        if let Some(task) = &mut self.usage_task {
+            let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
+        }
         let _ = self.bg_stop_tx.send(true);
         for task in &mut self.background {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
@@ -298,6 +330,7 @@ impl Drop for RunningGateway {
         let _ = self.shutdown_tx.send(true);
         let _ = self.admin_stop_tx.send(true);
         let _ = self.bg_stop_tx.send(true);
+        let _ = self.usage_stop_tx.send(Some(Stop::Fast));
         self.admin_task.abort();
         for task in &self.background {
             task.abort();

@@ -17,3 +17,4 @@ pub use gateway::{BuildOptions, Gateway, RunningGateway, Stop};
 pub mod audit;
 pub mod cli;
 pub mod telemetry;
+pub mod usage;

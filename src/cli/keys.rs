@@ -68,6 +68,15 @@ pub enum AuditCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum UsageCommand {
+    /// Delete raw usage records older than a duration (hourly rollups stay).
+    Prune {
+        #[arg(long, value_name = "DURATION", default_value = "90d")]
+        older_than: String,
+    },
+}
+
 #[derive(Debug, Args)]
 pub struct KeyOptions {
     /// A scope the key holds (repeatable); `orders:*` and `*` are wildcards.
@@ -547,4 +556,24 @@ pub async fn audit(config: &Config, cmd: AuditCommand) -> Result<(), CliError> {
             Err(CliError::Runtime(b.to_string()))
         }
     }
+}
+
+pub async fn usage(config: &Config, cmd: UsageCommand) -> Result<(), CliError> {
+    let UsageCommand::Prune { older_than } = cmd;
+    let age = humantime::parse_duration(&older_than)
+        .ok()
+        .and_then(|d| chrono::Duration::from_std(d).ok())
+        .ok_or_else(|| {
+            CliError::Usage(format!(
+                "--older-than {older_than:?} is not a duration such as \"90d\""
+            ))
+        })?;
+    let ctx = open(config).await?;
+    let before = Utc::now() - age;
+    let n = ctx.service.store().prune_usage(before).await?;
+    println!(
+        "deleted {n} usage record(s) older than {}",
+        before.to_rfc3339()
+    );
+    Ok(())
 }

@@ -41,6 +41,9 @@ pub enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(keys::AuditCommand),
+    /// Usage records.
+    #[command(subcommand)]
+    Usage(keys::UsageCommand),
 }
 
 /// A failure and the exit code it maps to.
@@ -102,6 +105,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Migrate => runtime()?.block_on(keys::migrate(&config)),
         Command::Keys(cmd) => runtime()?.block_on(keys::run(&config, *cmd)),
         Command::Audit(cmd) => runtime()?.block_on(keys::audit(&config, cmd)),
+        Command::Usage(cmd) => runtime()?.block_on(keys::usage(&config, cmd)),
     }
 }
 

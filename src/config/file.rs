@@ -68,7 +68,7 @@ pub struct UsageSection {
     pub spool_dir: Option<String>,
     pub queue_capacity: Option<usize>,
     pub batch_size: Option<usize>,
-    pub spool_max_mb: Option<u64>,
+    pub spool_max_size: Option<String>,
     pub access_log: bool,
 }
 

@@ -231,6 +231,20 @@ backend = "redis"
 }
 
 #[test]
+fn sizes() {
+    use super::validate::parse_size;
+    assert_eq!(parse_size("64KiB"), Some(65_536));
+    assert_eq!(parse_size("1GiB"), Some(1 << 30));
+    assert_eq!(parse_size("500MB"), Some(500_000_000));
+    assert_eq!(parse_size("1000"), Some(1000));
+    assert_eq!(parse_size("1 TB"), None);
+    let c = load(&format!("{MINIMAL}\n[usage]\nspool_max_size = \"2MiB\"\n")).expect("valid");
+    assert_eq!(c.usage.spool_max_bytes, 2 << 20);
+    let got = problems(&format!("{MINIMAL}\n[usage]\nspool_max_size = \"lots\"\n"));
+    assert!(got[0].starts_with("usage.spool_max_size:"), "{got:?}");
+}
+
+#[test]
 fn redis_backend_needs_a_url() {
     let got = problems("[ratelimit]\nbackend = \"redis\"\n");
     assert_eq!(got.len(), 1);

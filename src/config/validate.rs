@@ -350,13 +350,16 @@ impl Checker {
             spool_dir: PathBuf::from(u.spool_dir.unwrap_or_else(|| "data/spool".into())),
             queue_capacity: self.positive("usage.queue_capacity", u.queue_capacity, 65_536),
             batch_size: self.positive("usage.batch_size", u.batch_size, 2_000),
-            spool_max_bytes: match u.spool_max_mb {
-                Some(0) => {
-                    self.problem("usage.spool_max_mb", "must be at least 1");
+            spool_max_bytes: match u.spool_max_size.as_deref().map(parse_size) {
+                None => 1 << 30,
+                Some(Some(n)) if n > 0 => n,
+                Some(_) => {
+                    self.problem(
+                        "usage.spool_max_size",
+                        "must be a size such as \"512MiB\", \"1GiB\" or \"64KiB\"",
+                    );
                     1 << 30
                 }
-                Some(mb) => mb.saturating_mul(1 << 20),
-                None => 1 << 30,
             },
             access_log: u.access_log,
         }
@@ -607,6 +610,25 @@ pub fn validate_cidr(s: &str) -> Result<IpNetwork, String> {
         ));
     }
     Ok(net)
+}
+
+/// `"64KiB"`, `"512MB"`, `"1GiB"`, `"1000"` (bytes).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" => 1_000,
+        "KiB" => 1 << 10,
+        "MB" => 1_000_000,
+        "MiB" => 1 << 20,
+        "GB" => 1_000_000_000,
+        "GiB" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
 }
 
 pub fn is_metadata_field(s: &str) -> bool {

@@ -60,7 +60,7 @@ pub struct Deprecation {
 #[derive(Debug, Clone)]
 pub struct KeyEntry {
     pub id: Uuid,
-    pub owner_id: Box<str>,
+    pub owner_id: std::sync::Arc<str>,
     /// Rate-limit identity, shared by a key and the keys rotated from it, so a
     /// rotation does not double the quota during its grace period.
     pub limit_id: Uuid,

@@ -50,12 +50,23 @@ pub struct RequestCtx {
     pub upstream: Option<usize>,
     pub server: Option<usize>,
     pub tried: Tried,
-    pub upstream_connected: Option<Instant>,
-    pub bytes_in: u64,
+    /// Wall-clock start, Unix milliseconds (for the usage record).
+    pub start_ms: i64,
+    /// When the request was handed to the upstream, and when its response head came back.
+    pub upstream_sent: Option<Instant>,
+    pub upstream_answered: Option<Instant>,
     _inflight: InflightGuard,
 }
 
 impl RequestCtx {
+    /// Microseconds the upstream took to answer with a response head.
+    pub fn upstream_latency_us(&self) -> Option<u64> {
+        match (self.upstream_sent, self.upstream_answered) {
+            (Some(a), Some(b)) => Some(b.saturating_duration_since(a).as_micros() as u64),
+            _ => None,
+        }
+    }
+
     pub fn new(inflight: &IntGauge) -> RequestCtx {
         RequestCtx {
             start: Instant::now(),
@@ -72,8 +83,9 @@ impl RequestCtx {
             upstream: None,
             server: None,
             tried: Tried::default(),
-            upstream_connected: None,
-            bytes_in: 0,
+            start_ms: 0,
+            upstream_sent: None,
+            upstream_answered: None,
             _inflight: InflightGuard::new(inflight),
         }
     }

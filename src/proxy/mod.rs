@@ -15,9 +15,11 @@ use std::sync::Arc;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
+use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::outcome::Rejection;
 use crate::ratelimit::Limiter;
+use crate::usage::{UsageRecord, UsageSink};
 use ctx::RequestCtx;
 use policy::Policy;
 pub use service::Proxy;
@@ -29,6 +31,10 @@ pub struct ProxyState {
     pub upstreams: Vec<UpstreamPool>,
     pub metrics: Arc<Metrics>,
     pub limiter: Arc<Limiter>,
+    pub usage: Option<UsageSink>,
+    /// Route names, shared into usage records without copying.
+    pub route_names: Vec<Arc<str>>,
+    pub clock: Clock,
 }
 
 impl ProxyState {
@@ -65,9 +71,29 @@ impl ProxyState {
         Ok(())
     }
 
-    /// Records a finished request.
-    pub fn finish(&self, _session: &Session, ctx: &RequestCtx) {
+    /// Records a finished request: metrics now, the usage record via the queue.
+    pub fn finish(&self, session: &Session, ctx: &mut RequestCtx) {
+        let elapsed = ctx.start.elapsed();
         self.metrics
-            .request(ctx.route, ctx.outcome, ctx.start.elapsed().as_secs_f64());
+            .request(ctx.route, ctx.outcome, elapsed.as_secs_f64());
+        let Some(usage) = &self.usage else { return };
+        let key = ctx.key.as_ref();
+        usage.record(UsageRecord {
+            id: uuid::Uuid::now_v7(),
+            request_id: std::mem::take(&mut ctx.request_id),
+            ts_ms: ctx.start_ms,
+            key_id: key.map(|k| k.id),
+            owner_id: key.map(|k| k.owner_id.clone()),
+            route: ctx.route.and_then(|r| self.route_names.get(r).cloned()),
+            method: session.req_header().method.as_str().to_owned(),
+            status: session.response_written().map_or(0, |h| h.status.as_u16()),
+            outcome: ctx.outcome,
+            latency_us: elapsed.as_micros() as u64,
+            upstream_latency_us: ctx.upstream_latency_us(),
+            bytes_in: session.body_bytes_read() as u64,
+            bytes_out: session.body_bytes_sent() as u64,
+            client_ip: ctx.client_ip,
+            deprecated_key: key.is_some_and(|k| k.deprecation.is_some()),
+        });
     }
 }

@@ -156,6 +156,8 @@ impl Policy {
             };
             return Err(Rejection::new(outcome));
         };
+        // Known from here on, even if refused: usage records name the key.
+        ctx.key = Some(entry.clone());
         let ip = ctx
             .client_ip
             .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));

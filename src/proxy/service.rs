@@ -37,7 +37,9 @@ impl ProxyHttp for Proxy {
 
     /// A request head has been read. The context's guard counts it in flight until dropped.
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::new(&self.state.metrics.inflight)
+        let mut ctx = RequestCtx::new(&self.state.metrics.inflight);
+        ctx.start_ms = self.state.clock.now_ms();
+        ctx
     }
 
     /// Runs keygate's policy. `Ok(true)`: we answered with a rejection and the
@@ -109,8 +111,19 @@ impl ProxyHttp for Proxy {
         req: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        ctx.upstream_connected = Some(Instant::now());
+        ctx.upstream_sent = Some(Instant::now());
         self.state.policy.upstream_headers(req, ctx)
+    }
+
+    /// The upstream's response head arrived (for the upstream latency).
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.upstream_answered.get_or_insert_with(Instant::now);
+        Ok(())
     }
 
     /// Adds the request id and rate-limit headers to the upstream's response.

@@ -16,6 +16,7 @@ use crate::audit::{AuditDraft, AuditEntry, AuditSealer};
 use crate::auth::hash::KeyHash;
 use crate::config::{StoreConfig, StoreUrl};
 use crate::ratelimit::window::Limits;
+use crate::usage::UsageRecord;
 use model::{KeyRecord, KeyStatus};
 
 #[derive(Debug, thiserror::Error)]
@@ -180,6 +181,51 @@ pub trait Store: Send + Sync + 'static {
 
     // Audit.
     async fn audit_page(&self, after: i64, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
+
+    // Usage.
+    /// Inserts records not seen before (by id), rolls them up hourly and adds
+    /// them to the keys' `use_count`/`last_used_at`. Idempotent.
+    async fn write_usage(&self, batch: &[UsageRecord]) -> Result<u64, StoreError>;
+    /// Requests of one key in `[from, to)`, by bucket and outcome.
+    async fn usage_buckets(
+        &self,
+        key_id: Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        granularity: Granularity,
+    ) -> Result<Vec<UsageBucket>, StoreError>;
+    /// Deletes raw usage records older than `before`; rollups stay.
+    async fn prune_usage(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Granularity {
+    Hour,
+    Day,
+}
+
+impl Granularity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Granularity::Hour => "hour",
+            Granularity::Day => "day",
+        }
+    }
+}
+
+/// Requests of one key in one bucket with one outcome.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct UsageBucket {
+    pub start: DateTime<Utc>,
+    pub outcome: String,
+    pub requests: i64,
+    pub latency_us_avg: i64,
+    pub latency_us_max: i64,
+    pub bytes_in: i64,
+    pub bytes_out: i64,
 }
 
 pub type DynStore = Arc<dyn Store>;

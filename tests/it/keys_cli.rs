@@ -285,3 +285,31 @@ async fn serve_without_a_hash_secret_refuses_to_start() {
     assert_eq!(code, 1);
     assert!(err.contains("at least 32 bytes"), "{err}");
 }
+
+#[tokio::test]
+async fn usage_prune_deletes_old_raw_records() {
+    let cli = Cli::new().await;
+    let db = std::fs::read_to_string(&cli.config).expect("config");
+    let url = db
+        .lines()
+        .find_map(|l| l.strip_prefix("url = \""))
+        .map(|u| u.trim_end_matches('"').to_string())
+        .expect("url");
+    let pool = sqlx::PgPool::connect(&url).await.expect("pool");
+    sqlx::query("INSERT INTO usage_events (id, request_id, ts, method, status, outcome, latency_us, bytes_in, bytes_out) VALUES ($1, 'old', now() - interval '100 days', 'GET', 200, 'ok', 1, 0, 0), ($2, 'new', now(), 'GET', 200, 'ok', 1, 0, 0)")
+        .bind(uuid::Uuid::now_v7())
+        .bind(uuid::Uuid::now_v7())
+        .execute(&pool)
+        .await
+        .expect("insert");
+    let (code, out, err) = cli.run(&["usage", "prune", "--older-than", "30d"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("deleted 1 usage record"), "{out}");
+    let left: Vec<String> = sqlx::query_scalar("SELECT request_id FROM usage_events")
+        .fetch_all(&pool)
+        .await
+        .expect("rows");
+    assert_eq!(left, vec!["new".to_string()]);
+    let (code, _, err) = cli.run(&["usage", "prune", "--older-than", "soon"]).await;
+    assert_eq!(code, 2, "{err}");
+}

@@ -198,16 +198,31 @@ async fn postgres_outage_while_warm_keeps_serving_from_the_table() {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let ready: serde_json::Value = gw
-        .client
-        .get(gw.admin_url("/readyz"))
-        .send()
-        .await
-        .expect("readyz")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(ready["store"], "unreachable");
+    // The sync notices once its next poll fails (the pool retries refused
+    // connections for up to 3 s before giving up).
+    let readyz_json = || async {
+        let r: serde_json::Value = gw
+            .client
+            .get(gw.admin_url("/readyz"))
+            .send()
+            .await
+            .expect("readyz")
+            .json()
+            .await
+            .expect("json");
+        r
+    };
+    let noticed = eventually(Duration::from_secs(10), || async {
+        readyz_json().await["store"] == "unreachable"
+    })
+    .await;
+    assert!(noticed.is_some(), "readyz reports the store unreachable");
+    assert_eq!(
+        status(&gw, k.secret.expose()).await,
+        200,
+        "a known key still works"
+    );
+    let ready = readyz_json().await;
     assert_eq!(ready["status"], "ready", "a warm gateway keeps serving");
 
     // Back again: changes made after the outage arrive.

@@ -8,3 +8,4 @@ mod keys_cli;
 mod keys_sync;
 mod proxy;
 mod ratelimit;
+mod usage;

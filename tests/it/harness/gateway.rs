@@ -14,6 +14,8 @@ pub struct TestConfig {
     toml: String,
     env: Vec<(String, String)>,
     db_url: String,
+    /// Holds the usage spool; removed with the last clone.
+    pub data: std::sync::Arc<super::procs::ScratchDir>,
 }
 
 impl TestConfig {
@@ -23,13 +25,21 @@ impl TestConfig {
     }
 
     pub fn with_store(db_url: &str) -> TestConfig {
+        let data = super::procs::ScratchDir::new("data");
+        let spool = data.path().join("spool");
         TestConfig {
             toml: format!(
-                "[gateway]\nlisten = \"127.0.0.1:0\"\nthreads = 2\nshutdown_grace = \"5s\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[store]\nurl = \"{db_url}\"\n\n[keys]\nsync_interval = \"1s\"\n\n"
+                "[gateway]\nlisten = \"127.0.0.1:0\"\nthreads = 2\nshutdown_grace = \"5s\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[store]\nurl = \"{db_url}\"\n\n[keys]\nsync_interval = \"1s\"\n\n[usage]\nspool_dir = \"{}\"\nflush_interval = \"100ms\"\n\n",
+                spool.display()
             ),
             env: vec![("KEYGATE_HASH_SECRET".into(), HASH_SECRET.into())],
             db_url: db_url.to_string(),
+            data: std::sync::Arc::new(data),
         }
+    }
+
+    pub fn spool_dir(&self) -> std::path::PathBuf {
+        self.data.path().join("spool")
     }
 
     pub fn db_url(&self) -> &str {

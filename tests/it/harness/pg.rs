@@ -188,8 +188,20 @@ impl PgServer {
                     return false;
                 }
             }
-            if rt.block_on(async { sqlx::PgConnection::connect(&url).await.is_ok() }) {
-                return true;
+            // Ready when *our* server answers (not another one on the same port).
+            let data = self.data();
+            let ours = rt.block_on(async {
+                let mut c = sqlx::PgConnection::connect(&url).await.ok()?;
+                let dir: String = sqlx::query_scalar("SELECT current_setting('data_directory')")
+                    .fetch_one(&mut c)
+                    .await
+                    .ok()?;
+                Some(std::path::Path::new(&dir) == data)
+            });
+            match ours {
+                Some(true) => return true,
+                Some(false) => return false,
+                None => {}
             }
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -17,6 +17,8 @@ use super::*;
 use crate::audit::chain::diff;
 use crate::auth::hash::KeyHash;
 
+mod usage;
+
 const LOCK: i64 = 7_120_250_001;
 const CHANNEL: &str = "keygate_keys";
 
@@ -420,6 +422,17 @@ impl Store for PgStore {
         if gone.rows_affected() == 0 {
             return Err(StoreError::NotFound(id));
         }
+        // Erasure: the key's usage goes with it.
+        sqlx::query("DELETE FROM usage_events WHERE key_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        sqlx::query("DELETE FROM usage_hourly WHERE key_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
         self.append_audit(&mut tx, audit, now).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(())
@@ -535,6 +548,24 @@ impl Store for PgStore {
         let mut l = PgListener::connect_with(&self.pool).await.map_err(db_err)?;
         l.listen(CHANNEL).await.map_err(db_err)?;
         Ok(Some(Box::new(PgChanges(l))))
+    }
+
+    async fn write_usage(&self, batch: &[UsageRecord]) -> Result<u64, StoreError> {
+        usage::write(&self.pool, batch).await
+    }
+
+    async fn usage_buckets(
+        &self,
+        key_id: Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        granularity: Granularity,
+    ) -> Result<Vec<UsageBucket>, StoreError> {
+        usage::buckets(&self.pool, key_id, from, to, granularity).await
+    }
+
+    async fn prune_usage(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        usage::prune(&self.pool, before).await
     }
 
     async fn audit_page(&self, after: i64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
