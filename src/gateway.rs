@@ -17,9 +17,9 @@ use crate::audit::AuditSealer;
 use crate::auth::hash::KeyHasher;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::keys::EntryContext;
 use crate::keys::KeyTable;
 use crate::keys::sync::KeySync;
+use crate::keys::{EntryContext, KeyService};
 use crate::metrics::Metrics;
 use crate::proxy::policy::Policy;
 use crate::proxy::upstream::UpstreamPool;
@@ -119,6 +119,7 @@ impl Gateway {
             .iter()
             .map(UpstreamPool::new)
             .collect::<Result<Vec<_>, _>>()?;
+        let hasher_for_service = hasher.clone();
         let policy = Policy::new(&config, hasher, keys.clone(), opts.clock.clone());
         let rl_health = Arc::new(RateLimitHealth::new(config.ratelimit.on_backend_error));
         let limiter = Arc::new(Limiter::new(
@@ -149,13 +150,25 @@ impl Gateway {
                 .collect(),
             clock: opts.clock.clone(),
         });
-        let admin = Arc::new(AdminState {
+        let service = KeyService::new(
+            store.clone(),
+            hasher_for_service,
+            &config,
+            opts.clock.clone(),
+        );
+        let admin = Arc::new(AdminState::new(
             metrics,
             keys,
-            ratelimit: rl_health,
+            rl_health,
             store_reachable,
-            clock: opts.clock,
-        });
+            opts.clock,
+            service,
+            state.clone(),
+            &config.admin.tokens,
+        ));
+        if !admin.api_enabled() {
+            tracing::info!("admin API off (no KEYGATE_ADMIN_TOKEN); health and metrics stay up");
+        }
         let bind = |what, addr| {
             listener::bind(addr).map_err(|source| GatewayError::Bind { what, addr, source })
         };

@@ -11,11 +11,15 @@ use crate::outcome::{Detail, Outcome, Rejection};
 
 /// Checks, in order: revoked, expired, disabled, route allowed, IP allowed, scopes.
 /// State comes first so that a revoked key is reported as revoked wherever it is used.
+///
+/// `route`: `None` skips the route check (the verify API without a route).
+/// `client_ip`: `None` (the verify API without an address) fails a key that has
+/// an allowlist: an unknown address is not an allowed one.
 pub fn decide(
     key: &KeyEntry,
-    route: usize,
+    route: Option<usize>,
     required_scopes: &[String],
-    client_ip: IpAddr,
+    client_ip: Option<IpAddr>,
     now: DateTime<Utc>,
 ) -> Result<(), Rejection> {
     if key.revoked {
@@ -30,10 +34,14 @@ pub fn decide(
     if !key.enabled {
         return Err(Rejection::new(Outcome::DisabledKey));
     }
-    if !key.allowed_routes.contains(route) {
+    if route.is_some_and(|r| !key.allowed_routes.contains(r)) {
         return Err(Rejection::new(Outcome::RouteNotAllowed));
     }
-    if !key.ip_allowed(client_ip) {
+    let ip_ok = match client_ip {
+        Some(ip) => key.ip_allowed(ip),
+        None => key.allowed_cidrs.is_empty(),
+    };
+    if !ip_ok {
         return Err(Rejection::new(Outcome::IpNotAllowed));
     }
     if scope::first_missing(&key.scopes, required_scopes).is_some() {
@@ -92,8 +100,14 @@ mod tests {
     fn valid_key_passes() {
         let now = Utc::now();
         let scopes = vec!["orders:read".to_string()];
-        assert_eq!(code(decide(&key(), 0, &scopes, ip("10.1.2.3"), now)), None);
-        assert_eq!(code(decide(&key(), 1, &[], ip("2001:db8::5"), now)), None);
+        assert_eq!(
+            code(decide(&key(), Some(0), &scopes, Some(ip("10.1.2.3")), now)),
+            None
+        );
+        assert_eq!(
+            code(decide(&key(), Some(1), &[], Some(ip("2001:db8::5")), now)),
+            None
+        );
     }
 
     #[test]
@@ -106,18 +120,18 @@ mod tests {
         k.revoked = true;
         k.enabled = false;
         assert_eq!(
-            code(decide(&k, 0, &none, good_ip, now)),
+            code(decide(&k, Some(0), &none, Some(good_ip), now)),
             Some(Outcome::RevokedKey)
         );
 
         let mut k = key();
         k.expires_at = Some(now - Duration::seconds(1));
-        let r = decide(&k, 0, &none, good_ip, now).expect_err("expired");
+        let r = decide(&k, Some(0), &none, Some(good_ip), now).expect_err("expired");
         assert_eq!(r.outcome, Outcome::ExpiredKey);
         assert_eq!(r.detail, Detail::ExpiredAt(now - Duration::seconds(1)));
         k.expires_at = Some(now + Duration::seconds(1));
         assert_eq!(
-            code(decide(&k, 0, &none, good_ip, now)),
+            code(decide(&k, Some(0), &none, Some(good_ip), now)),
             None,
             "not yet expired"
         );
@@ -125,26 +139,42 @@ mod tests {
         let mut k = key();
         k.enabled = false;
         assert_eq!(
-            code(decide(&k, 0, &none, good_ip, now)),
+            code(decide(&k, Some(0), &none, Some(good_ip), now)),
             Some(Outcome::DisabledKey)
         );
 
         assert_eq!(
-            code(decide(&key(), 2, &none, good_ip, now)),
+            code(decide(&key(), Some(2), &none, Some(good_ip), now)),
             Some(Outcome::RouteNotAllowed)
         );
         assert_eq!(
-            code(decide(&key(), 0, &none, ip("192.0.2.1"), now)),
+            code(decide(&key(), Some(0), &none, Some(ip("192.0.2.1")), now)),
             Some(Outcome::IpNotAllowed)
         );
         assert_eq!(
-            code(decide(&key(), 0, &none, ip("2001:db9::1"), now)),
+            code(decide(&key(), Some(0), &none, Some(ip("2001:db9::1")), now)),
             Some(Outcome::IpNotAllowed)
         );
 
         let want = vec!["users:read".to_string()];
-        let r = decide(&key(), 0, &want, good_ip, now).expect_err("scope");
+        let r = decide(&key(), Some(0), &want, Some(good_ip), now).expect_err("scope");
         assert_eq!(r.detail, Detail::RequiredScopes(want));
+    }
+
+    #[test]
+    fn no_route_skips_the_route_check_and_no_ip_fails_an_allowlist() {
+        let now = Utc::now();
+        assert_eq!(
+            code(decide(&key(), None, &[], Some(ip("10.0.0.1")), now)),
+            None
+        );
+        assert_eq!(
+            code(decide(&key(), None, &[], None, now)),
+            Some(Outcome::IpNotAllowed)
+        );
+        let mut open = key();
+        open.allowed_cidrs = Box::new([]);
+        assert_eq!(code(decide(&open, None, &[], None, now)), None);
     }
 
     #[test]
@@ -152,7 +182,13 @@ mod tests {
         let mut k = key();
         k.allowed_cidrs = Box::new([]);
         assert_eq!(
-            code(decide(&k, 0, &[], ip("198.51.100.1"), Utc::now())),
+            code(decide(
+                &k,
+                Some(0),
+                &[],
+                Some(ip("198.51.100.1")),
+                Utc::now()
+            )),
             None
         );
     }

@@ -159,7 +159,7 @@ unknown_thing = 1
         "route[1].methods[0]: \"GE T\" is not an HTTP method",
         "route[1].scopes[0]: scope \"orders:*\": a route cannot require a wildcard scope",
         "route[1].rate_limits.fortnight: unknown window",
-        "route[1].rate_limits.second: must be at least 1",
+        "route[1].rate_limits.second: must be 1 to 10^15",
     ];
     for e in expect {
         assert!(

@@ -570,8 +570,8 @@ impl Checker {
         let mut rate_limits = Limits::default();
         for (window, limit) in &r.rate_limits {
             match Window::parse(window) {
-                Some(_) if *limit == 0 => {
-                    self.problem(format!("{p}.rate_limits.{window}"), "must be at least 1");
+                Some(_) if *limit == 0 || *limit > crate::ratelimit::window::MAX_LIMIT => {
+                    self.problem(format!("{p}.rate_limits.{window}"), "must be 1 to 10^15");
                 }
                 Some(w) => rate_limits.set(w, Some(*limit)),
                 None => self.problem(

@@ -55,6 +55,7 @@ fn yes() -> bool {
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
+    #[schema(min_length = 1, max_length = 128)]
     pub owner_id: String,
     #[serde(default)]
     pub name: String,

@@ -43,7 +43,7 @@ impl ProxyState {
         let (Some(key), Some(route)) = (&ctx.key, ctx.route) else {
             return Ok(());
         };
-        match self.limiter.check(key, route).await {
+        match self.limiter.check(key, Some(route)).await {
             Ok(status) => {
                 ctx.rate = status;
                 Ok(())
@@ -67,6 +67,14 @@ impl ProxyState {
             resp.insert_header("x-ratelimit-reset", r.reset_secs)?;
             resp.insert_header("ratelimit-policy", r.policy.as_str())?;
             resp.insert_header("ratelimit", r.current.as_str())?;
+        }
+        // A rotated key in its grace period: tell the client (RFC 9745, RFC 8594).
+        if let Some(d) = ctx.key.as_ref().and_then(|k| k.deprecation) {
+            resp.insert_header("deprecation", format!("@{}", d.since.timestamp()))?;
+            resp.insert_header(
+                "sunset",
+                d.sunset.format("%a, %d %b %Y %H:%M:%S GMT").to_string(),
+            )?;
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! Everything keygate decides about a request before it goes upstream, and the
 //! headers it adds on the way: one place for the request path's policy.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
@@ -129,9 +130,35 @@ impl Policy {
         Presented::None
     }
 
+    /// The key decision, shared by the proxy and the verify API: shape and
+    /// checksum, the in-memory lookup (no I/O), then key state, route, IP and
+    /// scopes. On refusal the entry is returned too when the key was identified.
+    pub fn check_key(
+        &self,
+        key: &str,
+        route: Option<usize>,
+        scopes: &[String],
+        ip: Option<IpAddr>,
+    ) -> Result<Arc<KeyEntry>, (Rejection, Option<Arc<KeyEntry>>)> {
+        if key::parse(key).is_err() {
+            return Err((Rejection::new(Outcome::InvalidKey), None));
+        }
+        let Some(entry) = self.keys.get(&self.hasher.hash(key)) else {
+            // Before the first load an unknown key may be a valid one we have not seen.
+            let outcome = if self.keys.is_ready() {
+                Outcome::InvalidKey
+            } else {
+                Outcome::AuthUnavailable
+            };
+            return Err((Rejection::new(outcome), None));
+        };
+        match decide(&entry, route, scopes, ip, self.clock.now()) {
+            Ok(()) => Ok(entry),
+            Err(r) => Err((r, Some(entry))),
+        }
+    }
+
     /// Authenticates and authorizes the key for an `auth = "required"` route.
-    /// No I/O: a malformed key is refused before hashing, a well-formed one is
-    /// looked up in the in-memory table.
     pub fn authenticate(
         &self,
         req: &RequestHeader,
@@ -144,31 +171,18 @@ impl Policy {
             Presented::Key { key, bearer } => (key, bearer),
         };
         ctx.key_from_bearer = bearer;
-        if key::parse(key).is_err() {
-            return Err(Rejection::new(Outcome::InvalidKey));
+        match self.check_key(key, Some(route), &self.routes[route].scopes, ctx.client_ip) {
+            Ok(entry) => Ok(entry),
+            Err((rejection, entry)) => {
+                // Identified but refused: usage records still name the key.
+                ctx.key = entry;
+                Err(rejection)
+            }
         }
-        let Some(entry) = self.keys.get(&self.hasher.hash(key)) else {
-            // Before the first load an unknown key may be a valid one we have not seen.
-            let outcome = if self.keys.is_ready() {
-                Outcome::InvalidKey
-            } else {
-                Outcome::AuthUnavailable
-            };
-            return Err(Rejection::new(outcome));
-        };
-        // Known from here on, even if refused: usage records name the key.
-        ctx.key = Some(entry.clone());
-        let ip = ctx
-            .client_ip
-            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-        decide(
-            &entry,
-            route,
-            &self.routes[route].scopes,
-            ip,
-            self.clock.now(),
-        )?;
-        Ok(entry)
+    }
+
+    pub fn route_index(&self, name: &str) -> Option<usize> {
+        self.routes.iter().position(|r| r.name == name)
     }
 
     /// Routing and, where required, authentication for one request.

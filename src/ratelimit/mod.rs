@@ -124,8 +124,11 @@ impl Limiter {
     }
 
     /// Checks and counts one request of `key` on `route`.
-    pub async fn check(&self, key: &KeyEntry, route: usize) -> LimitResult {
-        let route16 = route as u16;
+    /// `route`: `None` for a verify call without a route (key limits only).
+    pub async fn check(&self, key: &KeyEntry, route: Option<usize>) -> LimitResult {
+        // No route: an index no route has, so no route caps or blocks apply.
+        let route = route.unwrap_or(usize::MAX);
+        let route16 = route.min(usize::from(u16::MAX)) as u16;
         let caps = self.route_caps.get(route).copied().unwrap_or_default();
         let checks = plan(&key.limits, route16, &caps);
         if checks.is_empty() {

@@ -122,16 +122,62 @@ fn month_bucket(now_ms: u64) -> Bucket {
 )]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
-    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        deserialize_with = "whole_number"
+    )]
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_000_u64)]
     pub second: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        deserialize_with = "whole_number"
+    )]
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_000_u64)]
     pub minute: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        deserialize_with = "whole_number"
+    )]
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_000_u64)]
     pub hour: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        deserialize_with = "whole_number"
+    )]
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_000_u64)]
     pub day: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        deserialize_with = "whole_number"
+    )]
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_000_u64)]
     pub month: Option<u64>,
+}
+
+/// The largest limit: counts stay exact as doubles in Redis's Lua.
+pub const MAX_LIMIT: u64 = 1_000_000_000_000_000;
+
+/// A limit: a whole number up to [`MAX_LIMIT`], also when written `100.0`
+/// (JSON does not tell integers from floats).
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    use serde::de::Error;
+    match Option::<serde_json::Number>::deserialize(d)? {
+        None => Ok(None),
+        Some(n) => n
+            .as_u64()
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < 1.8e19)
+                    .map(|f| f as u64)
+            })
+            .map(Some)
+            .ok_or_else(|| D::Error::custom(format!("{n} is not a whole number >= 0"))),
+    }
 }
 
 impl Limits {

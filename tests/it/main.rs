@@ -1,6 +1,7 @@
 //! Integration tests: the real gateway, a real upstream, real Postgres and Redis.
 //! One binary, so Pingora and friends are linked once.
 
+mod admin;
 mod harness;
 
 mod keys_auth;

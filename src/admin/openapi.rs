@@ -1,0 +1,36 @@
+//! The OpenAPI 3.1 document, generated from the handlers and types, served at
+//! `GET /openapi.json`.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{error, keys, reports, verify};
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        if let Some(c) = openapi.components.as_mut() {
+            c.add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "keygate admin API", description = "Manage API keys, verify keys, read usage and the audit log."),
+    paths(keys::create, keys::list, keys::get, keys::update, keys::revoke, keys::rotate, keys::delete,
+          verify::verify, reports::key_usage, reports::audit),
+    components(schemas(error::ErrorBody, error::ErrorDetail, crate::keys::validate::FieldError,
+                       crate::store::model::KeyRecord, crate::store::model::KeyStatus, crate::ratelimit::window::Limits, keys::StatusFilter)),
+    modifiers(&BearerAuth),
+    tags((name = "keys"), (name = "verify"), (name = "usage"), (name = "audit"))
+)]
+pub struct ApiDoc;
+
+pub fn json() -> String {
+    ApiDoc::openapi().to_json().unwrap_or_else(|_| "{}".into())
+}

@@ -1,0 +1,188 @@
+//! `POST /v1/verify`: the decision the proxy makes (key state, route, IP,
+//! scopes, rate limits), for applications that call keygate rather than sit
+//! behind it. Always 200 with `valid` and `code` for a well-formed request.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::AdminState;
+use super::error::{ApiError, ErrorBody};
+use super::extract::ApiJson;
+use crate::auth::{key, scope};
+use crate::outcome::{Detail, Outcome, Rejection};
+use crate::usage::UsageRecord;
+
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    /// The API key to check.
+    #[schema(min_length = 1)]
+    pub key: String,
+    /// A route name from the gateway's configuration: its scopes, per-key caps
+    /// and `allowed_routes` apply.
+    pub route: Option<String>,
+    /// Scopes the key must hold (in addition to the route's).
+    pub scopes: Option<Vec<String>>,
+    /// The client address; a key with an IP allowlist fails without one.
+    pub ip: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct VerifiedKey {
+    pub id: Uuid,
+    pub owner_id: String,
+    pub scopes: Vec<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Set while a rotated key is in its grace period: when it stops working.
+    pub sunset: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct VerifiedRateLimit {
+    pub limit: u64,
+    pub remaining: u64,
+    pub reset: u64,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct VerifyResponse {
+    pub valid: bool,
+    /// `ok`, or the rejection code the proxy would answer with.
+    pub code: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<VerifiedKey>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<VerifiedRateLimit>,
+    /// Seconds until a rate-limited key may try again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub required_scopes: Option<Vec<String>>,
+}
+
+#[utoipa::path(post, path = "/v1/verify", tag = "verify", request_body = VerifyRequest,
+    responses((status = 200, body = VerifyResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn verify(
+    State(s): State<Arc<AdminState>>,
+    ApiJson(req): ApiJson<VerifyRequest>,
+) -> Result<Json<VerifyResponse>, ApiError> {
+    let started = std::time::Instant::now();
+    let proxy = &s.proxy;
+    let policy = &proxy.policy;
+    if req.key.is_empty() {
+        return Err(ApiError::field("key", "required"));
+    }
+    let ip = match req.ip.as_deref() {
+        Some(ip) => Some(
+            ip.parse::<IpAddr>()
+                .map(|a| a.to_canonical())
+                .map_err(|_| ApiError::field("ip", "not an IPv4 or IPv6 address"))?,
+        ),
+        None => None,
+    };
+    let mut scopes = req.scopes.clone().unwrap_or_default();
+    for (i, sc) in scopes.iter().enumerate() {
+        if let Err(e) = scope::validate(sc, false) {
+            return Err(ApiError::field(&format!("scopes[{i}]"), e.to_string()));
+        }
+    }
+    let route = match req.route.as_deref() {
+        Some(name) => match policy.route_index(name) {
+            Some(r) => Some(r),
+            None => return Ok(Json(refused(Rejection::new(Outcome::RouteNotFound), None))),
+        },
+        None => None,
+    };
+    if let Some(r) = route {
+        scopes.extend(policy.route_config(r).scopes.iter().cloned());
+    }
+    // Over-long input is refused before it is hashed, as in the proxy.
+    let presented = if req.key.len() > key::MAX_KEY_LEN {
+        ""
+    } else {
+        req.key.as_str()
+    };
+    let decision = match policy.check_key(presented, route, &scopes, ip) {
+        Ok(entry) => match proxy.limiter.check(&entry, route).await {
+            Ok(status) => Ok((entry, status)),
+            Err((r, _)) => Err((r, Some(entry))),
+        },
+        Err(e) => Err(e),
+    };
+    let (resp, entry, outcome) = match decision {
+        Ok((entry, status)) => {
+            let resp = VerifyResponse {
+                valid: true,
+                code: Outcome::Ok.as_str().into(),
+                key: Some(describe(&entry)),
+                rate_limit: status.map(|s| VerifiedRateLimit {
+                    limit: s.limit,
+                    remaining: s.remaining,
+                    reset: s.reset_secs,
+                }),
+                retry_after: None,
+                required_scopes: None,
+            };
+            (resp, Some(entry), Outcome::Ok)
+        }
+        Err((rejection, entry)) => {
+            let outcome = rejection.outcome;
+            (refused(rejection, entry.as_deref()), entry, outcome)
+        }
+    };
+    if let Some(usage) = &proxy.usage {
+        usage.record(UsageRecord {
+            id: Uuid::now_v7(),
+            request_id: super::error::current_request_id(),
+            ts_ms: proxy.clock.now_ms(),
+            key_id: entry.as_ref().map(|k| k.id),
+            owner_id: entry.as_ref().map(|k| k.owner_id.clone()),
+            route: route.and_then(|r| proxy.route_names.get(r).cloned()),
+            method: "VERIFY".into(),
+            status: 200,
+            outcome,
+            latency_us: started.elapsed().as_micros() as u64,
+            upstream_latency_us: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            client_ip: ip,
+            deprecated_key: entry.as_ref().is_some_and(|k| k.deprecation.is_some()),
+        });
+    }
+    Ok(Json(resp))
+}
+
+fn describe(k: &crate::keys::KeyEntry) -> VerifiedKey {
+    VerifiedKey {
+        id: k.id,
+        owner_id: k.owner_id.to_string(),
+        scopes: k.scopes.iter().map(|s| s.to_string()).collect(),
+        expires_at: k.expires_at,
+        sunset: k.deprecation.map(|d| d.sunset),
+    }
+}
+
+fn refused(r: Rejection, entry: Option<&crate::keys::KeyEntry>) -> VerifyResponse {
+    let (retry_after, required_scopes) = match r.detail {
+        Detail::RateLimited { retry_after, .. } | Detail::RetryAfter(retry_after) => {
+            (Some(retry_after), None)
+        }
+        Detail::RequiredScopes(s) => (None, Some(s)),
+        _ => (None, None),
+    };
+    VerifyResponse {
+        valid: false,
+        code: r.outcome.as_str().into(),
+        key: entry.map(describe),
+        rate_limit: None,
+        retry_after,
+        required_scopes,
+    }
+}
