@@ -90,7 +90,7 @@ impl Gateway {
         let config = Arc::new(config);
         let route_names: Vec<String> = config.routes.iter().map(|r| r.name.clone()).collect();
         let metrics = Arc::new(Metrics::new(&route_names)?);
-        let secret = secrets::load_hash_secret(&config.store.hash_secret)?;
+        let secret = secrets::load_hash_secret(&config.store)?;
         let hasher =
             KeyHasher::new(secret.expose().as_bytes()).map_err(secrets::SecretLoadError::from)?;
         let store = store::open(&config.store, AuditSealer::new(&hasher)).await?;
@@ -101,7 +101,12 @@ impl Gateway {
             keys.clone(),
             EntryContext::new(&config),
             opts.clock.clone(),
-            config.keys.sync_interval,
+            // A store without push notifications is polled often enough to be ~1 s behind.
+            store
+                .poll_interval()
+                .map_or(config.keys.sync_interval, |p| {
+                    p.min(config.keys.sync_interval)
+                }),
             store_reachable.clone(),
         );
         match tokio::time::timeout(FIRST_LOAD_WAIT, sync.load()).await {

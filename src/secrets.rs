@@ -2,8 +2,12 @@
 
 use std::path::{Path, PathBuf};
 
+use std::io::Write;
+
+use rand::RngExt;
+
 use crate::auth::hash::{MIN_SECRET_LEN, SecretError};
-use crate::config::{HashSecretSource, Secret};
+use crate::config::{HashSecretSource, Secret, StoreConfig, StoreUrl};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretLoadError {
@@ -20,15 +24,47 @@ pub enum SecretLoadError {
     Weak(#[from] SecretError),
 }
 
-pub fn load_hash_secret(source: &HashSecretSource) -> Result<Secret, SecretLoadError> {
-    let value = match source {
+/// The hash secret from `KEYGATE_HASH_SECRET` or `store.hash_secret_file`.
+/// With the embedded SQLite store a missing file is created with a random
+/// secret (mode 0600), so a first run just works; with Postgres it is an
+/// error, because several gateways must share one secret.
+pub fn load_hash_secret(store: &StoreConfig) -> Result<Secret, SecretLoadError> {
+    let embedded = matches!(store.url, StoreUrl::Sqlite(_));
+    let value = match &store.hash_secret {
         HashSecretSource::Env(s) => s.expose().trim().to_owned(),
+        HashSecretSource::File(path) if embedded && !path.exists() => create_file(path)?,
         HashSecretSource::File(path) => read_file(path)?,
     };
     if value.len() < MIN_SECRET_LEN {
         return Err(SecretError::TooShort(value.len()).into());
     }
     Ok(Secret::new(value))
+}
+
+fn create_file(path: &Path) -> Result<String, SecretLoadError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let err = |source| SecretLoadError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    let mut bytes = [0u8; 32];
+    rand::rng().fill(&mut bytes);
+    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(err)?;
+    f.write_all(secret.as_bytes())
+        .and_then(|_| f.write_all(b"\n"))
+        .and_then(|_| f.sync_all())
+        .map_err(err)?;
+    tracing::info!(path = %path.display(), "created a new hash secret; back it up: keys cannot be verified without it");
+    Ok(secret)
 }
 
 fn read_file(path: &Path) -> Result<String, SecretLoadError> {

@@ -70,6 +70,15 @@ pub enum AuditCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum UsageCommand {
+    /// Print raw usage records as JSON lines, oldest first.
+    Export {
+        /// Only this key's records.
+        #[arg(long, value_name = "ID")]
+        key: Option<String>,
+        /// At most this many records.
+        #[arg(long, default_value = "10000")]
+        limit: u32,
+    },
     /// Delete raw usage records older than a duration (hourly rollups stay).
     Prune {
         #[arg(long, value_name = "DURATION", default_value = "90d")]
@@ -174,8 +183,8 @@ struct Ctx {
 }
 
 async fn open(config: &Config) -> Result<Ctx, CliError> {
-    let secret = secrets::load_hash_secret(&config.store.hash_secret)
-        .map_err(|e| CliError::Runtime(e.to_string()))?;
+    let secret =
+        secrets::load_hash_secret(&config.store).map_err(|e| CliError::Runtime(e.to_string()))?;
     let hasher =
         KeyHasher::new(secret.expose().as_bytes()).map_err(|e| CliError::Runtime(e.to_string()))?;
     let sealer = AuditSealer::new(&hasher);
@@ -559,7 +568,10 @@ pub async fn audit(config: &Config, cmd: AuditCommand) -> Result<(), CliError> {
 }
 
 pub async fn usage(config: &Config, cmd: UsageCommand) -> Result<(), CliError> {
-    let UsageCommand::Prune { older_than } = cmd;
+    let older_than = match cmd {
+        UsageCommand::Prune { older_than } => older_than,
+        UsageCommand::Export { key, limit } => return export(config, key, limit).await,
+    };
     let age = humantime::parse_duration(&older_than)
         .ok()
         .and_then(|d| chrono::Duration::from_std(d).ok())
@@ -575,5 +587,28 @@ pub async fn usage(config: &Config, cmd: UsageCommand) -> Result<(), CliError> {
         "deleted {n} usage record(s) older than {}",
         before.to_rfc3339()
     );
+    Ok(())
+}
+
+async fn export(config: &Config, key: Option<String>, limit: u32) -> Result<(), CliError> {
+    use std::io::Write;
+    let ctx = open(config).await?;
+    let key_id = key.as_deref().map(uuid).transpose()?;
+    let mut q = crate::store::UsageQuery {
+        key_id,
+        after: None,
+        limit: limit.clamp(1, 1000),
+    };
+    let mut left = limit as usize;
+    let mut out = std::io::stdout().lock();
+    while left > 0 {
+        let page = ctx.service.store().usage_events(&q).await?;
+        let Some(last) = page.last() else { break };
+        q.after = Some(last.id);
+        for r in page.iter().take(left) {
+            let _ = writeln!(out, "{}", serde_json::to_string(r).unwrap_or_default());
+        }
+        left = left.saturating_sub(page.len());
+    }
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 pub mod model;
 pub mod postgres;
+pub mod sqlite;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -178,6 +179,10 @@ pub trait Store: Send + Sync + 'static {
     async fn changes_since(&self, seq: i64, now: DateTime<Utc>) -> Result<Changes, StoreError>;
     /// A push channel for changes, if the store has one (else the sync polls).
     async fn listen(&self) -> Result<Option<Box<dyn ChangeListener>>, StoreError>;
+    /// For stores without a push channel: how often the sync must poll.
+    fn poll_interval(&self) -> Option<std::time::Duration> {
+        None
+    }
 
     // Audit.
     async fn audit_page(&self, after: i64, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
@@ -194,8 +199,18 @@ pub trait Store: Send + Sync + 'static {
         to: DateTime<Utc>,
         granularity: Granularity,
     ) -> Result<Vec<UsageBucket>, StoreError>;
+    /// Raw usage records, oldest first (for `keygate usage export`).
+    async fn usage_events(&self, q: &UsageQuery) -> Result<Vec<UsageRecord>, StoreError>;
     /// Deletes raw usage records older than `before`; rollups stay.
     async fn prune_usage(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct UsageQuery {
+    pub key_id: Option<Uuid>,
+    /// Records after this id (ids are time-ordered).
+    pub after: Option<Uuid>,
+    pub limit: u32,
 }
 
 #[derive(
@@ -230,8 +245,9 @@ pub struct UsageBucket {
 
 pub type DynStore = Arc<dyn Store>;
 
-/// Opens the configured store. Does not connect yet: a gateway can start while
-/// the database is down and becomes ready when it answers.
+/// Opens the configured store. Postgres does not connect yet (a gateway can
+/// start while the database is down and becomes ready when it answers); SQLite
+/// creates its file and schema if needed (embedded mode).
 pub async fn open(cfg: &StoreConfig, sealer: AuditSealer) -> Result<DynStore, StoreError> {
     match &cfg.url {
         StoreUrl::Postgres(url) => Ok(Arc::new(postgres::PgStore::open(
@@ -239,9 +255,64 @@ pub async fn open(cfg: &StoreConfig, sealer: AuditSealer) -> Result<DynStore, St
             cfg.max_connections,
             sealer,
         )?)),
-        StoreUrl::Sqlite(_) => Err(StoreError::Database(
-            "the SQLite store is not available yet".into(),
-        )),
+        StoreUrl::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open(path, sealer).await?)),
+    }
+}
+
+/// Whether a key may be rotated now.
+pub(crate) fn rotation_allowed(old: &KeyRecord, now: DateTime<Utc>) -> Result<(), StoreError> {
+    let conflict = |status, what| {
+        Err(StoreError::Conflict {
+            id: old.id,
+            status,
+            what,
+        })
+    };
+    if old.revoked_at.is_some() {
+        return conflict("revoked", "a revoked key cannot be rotated");
+    }
+    if old.expires_at.is_some_and(|t| t <= now) {
+        return conflict("expired", "an expired key cannot be rotated");
+    }
+    if old.rotated_to.is_some() {
+        return conflict(
+            "rotated",
+            "it was already rotated; rotate its successor instead",
+        );
+    }
+    Ok(())
+}
+
+/// The key that replaces `old` in a rotation: `new`'s id and secret, `old`'s
+/// fields (read under the store's write lock) and rate-limit lineage.
+pub(crate) fn successor(old: &KeyRecord, new: &NewKey) -> NewKey {
+    NewKey {
+        owner_id: old.owner_id.clone(),
+        name: old.name.clone(),
+        scopes: old.scopes.clone(),
+        allowed_cidrs: old.allowed_cidrs.clone(),
+        allowed_routes: old.allowed_routes.clone(),
+        rate_limits: old.rate_limits,
+        metadata: old.metadata.clone(),
+        tags: old.tags.clone(),
+        enabled: old.enabled,
+        expires_at: old.expires_at,
+        lineage_id: old.lineage_id,
+        ..new.clone()
+    }
+}
+
+/// The audit record for the key a rotation created.
+pub(crate) fn created_by_rotation(actor: &str, created: &KeyRecord) -> AuditDraft {
+    AuditDraft {
+        actor: actor.to_owned(),
+        action: "key.create",
+        key_id: Some(created.id),
+        changes: crate::audit::chain::diff(
+            &serde_json::json!({}),
+            &key_json(created),
+            AUDIT_IGNORE,
+        ),
     }
 }
 

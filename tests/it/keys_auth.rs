@@ -1,6 +1,7 @@
 //! Authentication and authorization through the real proxy: every rejection
 //! code, the identity headers, scopes, CIDRs, trusted proxies, expiry, rotation.
 
+use crate::harness::{StoreKind, both_stores};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -36,10 +37,9 @@ fn code(v: &serde_json::Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("")
 }
 
-#[tokio::test]
-async fn valid_key_is_forwarded_with_exactly_the_identity_headers() {
+async fn valid_key_is_forwarded_with_exactly_the_identity_headers(kind: StoreKind) {
     let up = Upstream::start("a").await;
-    let cfg = TestConfig::pg()
+    let cfg = TestConfig::new(kind)
         .await
         .gateway("forward_metadata = [\"plan\", \"region\"]")
         .upstream("a", &[up.addr], "")
@@ -76,10 +76,9 @@ async fn valid_key_is_forwarded_with_exactly_the_identity_headers() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn bearer_keys_are_accepted_when_enabled_and_stripped() {
+async fn bearer_keys_are_accepted_when_enabled_and_stripped(kind: StoreKind) {
     let up = Upstream::start("a").await;
-    let cfg = TestConfig::pg()
+    let cfg = TestConfig::new(kind)
         .await
         .gateway("accept_bearer = true")
         .upstream("a", &[up.addr], "")
@@ -111,10 +110,9 @@ async fn bearer_keys_are_accepted_when_enabled_and_stripped() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn every_rejection_code() {
+async fn every_rejection_code(kind: StoreKind) {
     let up = Upstream::start("a").await;
-    let cfg = TestConfig::pg()
+    let cfg = TestConfig::new(kind)
         .await
         .upstream("a", &[up.addr], "")
         .route("orders", "/orders", "a", "scopes = [\"orders:read\"]")
@@ -259,15 +257,12 @@ async fn every_rejection_code() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn scope_wildcards() {
+async fn scope_wildcards(kind: StoreKind) {
     let up = Upstream::start("a").await;
-    let cfg = TestConfig::pg().await.upstream("a", &[up.addr], "").route(
-        "w",
-        "/w",
-        "a",
-        "scopes = [\"orders:items:write\"]",
-    );
+    let cfg = TestConfig::new(kind)
+        .await
+        .upstream("a", &[up.addr], "")
+        .route("w", "/w", "a", "scopes = [\"orders:items:write\"]");
     let svc = cfg.keys().await;
     let mut keys = Vec::new();
     for scopes in [
@@ -292,10 +287,9 @@ async fn scope_wildcards() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn cidr_allowlists_ipv4_ipv6_and_mapped_addresses() {
+async fn cidr_allowlists_ipv4_ipv6_and_mapped_addresses(kind: StoreKind) {
     let up = Upstream::start("a").await;
-    let base = TestConfig::pg()
+    let base = TestConfig::new(kind)
         .await
         .upstream("a", &[up.addr], "")
         .route("r", "/", "a", "");
@@ -369,10 +363,9 @@ async fn cidr_allowlists_ipv4_ipv6_and_mapped_addresses() {
     dual.stop().await;
 }
 
-#[tokio::test]
-async fn forwarded_for_is_believed_only_from_trusted_proxies() {
+async fn forwarded_for_is_believed_only_from_trusted_proxies(kind: StoreKind) {
     let up = Upstream::start("a").await;
-    let db = TestConfig::pg().await;
+    let db = TestConfig::new(kind).await;
     let svc = db.keys().await;
     let mut s = spec("o");
     s.allowed_cidrs = vec!["203.0.113.0/24".into()];
@@ -415,10 +408,9 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
     exposed.stop().await;
 }
 
-#[tokio::test]
-async fn expiry_is_reached_while_running() {
+async fn expiry_is_reached_while_running(kind: StoreKind) {
     let up = Upstream::start("a").await;
-    let cfg = TestConfig::pg()
+    let cfg = TestConfig::new(kind)
         .await
         .upstream("a", &[up.addr], "")
         .route("r", "/", "a", "");
@@ -447,10 +439,9 @@ async fn expiry_is_reached_while_running() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn rotation_keeps_the_old_secret_working_for_the_grace_period() {
+async fn rotation_keeps_the_old_secret_working_for_the_grace_period(kind: StoreKind) {
     let up = Upstream::start("a").await;
-    let cfg = TestConfig::pg()
+    let cfg = TestConfig::new(kind)
         .await
         .upstream("a", &[up.addr], "")
         .route("r", "/", "a", "");
@@ -497,13 +488,10 @@ async fn rotation_keeps_the_old_secret_working_for_the_grace_period() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn max_per_owner_is_enforced() {
-    let svc = TestConfig::pg()
-        .await
-        .set("keys", "max_per_owner = 2")
-        .keys()
-        .await;
+async fn max_per_owner_is_enforced(kind: StoreKind) {
+    // The config owns the (SQLite) database directory: keep it alive.
+    let cfg = TestConfig::new(kind).await.set("keys", "max_per_owner = 2");
+    let svc = cfg.keys().await;
     let a = svc
         .create(spec("capped"), &"t".into())
         .await
@@ -529,3 +517,15 @@ async fn max_per_owner_is_enforced() {
         .await
         .expect("a revoked key frees a slot");
 }
+
+both_stores!(
+    valid_key_is_forwarded_with_exactly_the_identity_headers,
+    bearer_keys_are_accepted_when_enabled_and_stripped,
+    every_rejection_code,
+    scope_wildcards,
+    cidr_allowlists_ipv4_ipv6_and_mapped_addresses,
+    forwarded_for_is_believed_only_from_trusted_proxies,
+    expiry_is_reached_while_running,
+    rotation_keeps_the_old_secret_working_for_the_grace_period,
+    max_per_owner_is_enforced,
+);

@@ -1,6 +1,7 @@
 //! The `keygate` CLI against a real database: migrate, every `keys` command,
 //! `--json` output, exit codes.
 
+use crate::harness::{StoreKind, both_stores};
 use std::path::{Path, PathBuf};
 
 use crate::harness::binary;
@@ -15,9 +16,12 @@ struct Cli {
 }
 
 impl Cli {
-    async fn new() -> Cli {
-        let db = fresh_db().await;
+    async fn new(kind: StoreKind) -> Cli {
         let dir = tempfile::tempdir().expect("tmp");
+        let db = match kind {
+            StoreKind::Postgres => fresh_db().await,
+            StoreKind::Sqlite => format!("sqlite://{}", dir.path().join("keygate.db").display()),
+        };
         let config = dir.path().join("keygate.toml");
         std::fs::write(
             &config,
@@ -46,9 +50,8 @@ impl Cli {
     }
 }
 
-#[tokio::test]
-async fn migrate_is_idempotent() {
-    let cli = Cli::new().await;
+async fn migrate_is_idempotent(kind: StoreKind) {
+    let cli = Cli::new(kind).await;
     for _ in 0..2 {
         let (code, out, err) = cli.run(&["migrate"]).await;
         assert_eq!(code, 0, "{err}");
@@ -56,9 +59,8 @@ async fn migrate_is_idempotent() {
     }
 }
 
-#[tokio::test]
-async fn key_lifecycle_through_the_cli() {
-    let cli = Cli::new().await;
+async fn key_lifecycle_through_the_cli(kind: StoreKind) {
+    let cli = Cli::new(kind).await;
     let created = cli
         .json(&[
             "keys",
@@ -187,9 +189,8 @@ async fn key_lifecycle_through_the_cli() {
     assert!(out.contains("audit chain OK: 6 record(s)"), "{out}");
 }
 
-#[tokio::test]
-async fn bad_input_exits_2_with_a_clear_message() {
-    let cli = Cli::new().await;
+async fn bad_input_exits_2_with_a_clear_message(kind: StoreKind) {
+    let cli = Cli::new(kind).await;
     for (args, want) in [
         (vec!["keys", "show", "not-a-uuid"], "not a key id"),
         (
@@ -254,7 +255,7 @@ async fn bad_input_exits_2_with_a_clear_message() {
 
 #[tokio::test]
 async fn missing_hash_secret_is_a_clear_error() {
-    let cli = Cli::new().await;
+    let cli = Cli::new(StoreKind::Postgres).await;
     let config = cli.config.clone();
     let (code, _, err) =
         tokio::task::spawn_blocking(move || binary::run(&config, &["keys", "list"], &[]))
@@ -266,7 +267,7 @@ async fn missing_hash_secret_is_a_clear_error() {
 
 #[tokio::test]
 async fn serve_without_a_hash_secret_refuses_to_start() {
-    let cli = Cli::new().await;
+    let cli = Cli::new(StoreKind::Postgres).await;
     let config = cli.config.clone();
     let (code, _, err) = tokio::task::spawn_blocking(move || binary::run(&config, &["serve"], &[]))
         .await
@@ -286,30 +287,55 @@ async fn serve_without_a_hash_secret_refuses_to_start() {
     assert!(err.contains("at least 32 bytes"), "{err}");
 }
 
-#[tokio::test]
-async fn usage_prune_deletes_old_raw_records() {
-    let cli = Cli::new().await;
-    let db = std::fs::read_to_string(&cli.config).expect("config");
-    let url = db
-        .lines()
-        .find_map(|l| l.strip_prefix("url = \""))
-        .map(|u| u.trim_end_matches('"').to_string())
-        .expect("url");
-    let pool = sqlx::PgPool::connect(&url).await.expect("pool");
-    sqlx::query("INSERT INTO usage_events (id, request_id, ts, method, status, outcome, latency_us, bytes_in, bytes_out) VALUES ($1, 'old', now() - interval '100 days', 'GET', 200, 'ok', 1, 0, 0), ($2, 'new', now(), 'GET', 200, 'ok', 1, 0, 0)")
-        .bind(uuid::Uuid::now_v7())
-        .bind(uuid::Uuid::now_v7())
-        .execute(&pool)
+async fn usage_prune_deletes_old_raw_records(kind: StoreKind) {
+    let cli = Cli::new(kind).await;
+    let text = std::fs::read_to_string(&cli.config).expect("config");
+    let config = keygate::config::Config::from_toml(&text, &cli.config, &|k| {
+        (k == "KEYGATE_HASH_SECRET").then(|| HASH_SECRET.to_string())
+    })
+    .expect("config");
+    let store = keygate::store::open(&config.store, crate::harness::pg::test_sealer())
         .await
-        .expect("insert");
+        .expect("store");
+    let record = |request_id: &str, age_days: i64| keygate::usage::UsageRecord {
+        id: uuid::Uuid::now_v7(),
+        request_id: request_id.into(),
+        ts_ms: (chrono::Utc::now() - chrono::Duration::days(age_days)).timestamp_millis(),
+        key_id: None,
+        owner_id: None,
+        route: None,
+        method: "GET".into(),
+        status: 200,
+        outcome: keygate::outcome::Outcome::Ok,
+        latency_us: 1,
+        upstream_latency_us: None,
+        bytes_in: 0,
+        bytes_out: 0,
+        client_ip: None,
+        deprecated_key: false,
+    };
+    store
+        .write_usage(&[record("old", 100), record("new", 0)])
+        .await
+        .expect("write");
     let (code, out, err) = cli.run(&["usage", "prune", "--older-than", "30d"]).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("deleted 1 usage record"), "{out}");
-    let left: Vec<String> = sqlx::query_scalar("SELECT request_id FROM usage_events")
-        .fetch_all(&pool)
-        .await
-        .expect("rows");
-    assert_eq!(left, vec!["new".to_string()]);
+    let (code, out, err) = cli.run(&["usage", "export"]).await;
+    assert_eq!(code, 0, "{err}");
+    let left: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["request_id"], "new");
     let (code, _, err) = cli.run(&["usage", "prune", "--older-than", "soon"]).await;
     assert_eq!(code, 2, "{err}");
 }
+
+both_stores!(
+    migrate_is_idempotent,
+    key_lifecycle_through_the_cli,
+    bad_input_exits_2_with_a_clear_message,
+    usage_prune_deletes_old_raw_records,
+);

@@ -1,6 +1,7 @@
 //! The key table's sync with the store: push-based revocation across gateways,
 //! no database I/O on the request path, Postgres outages warm and cold.
 
+use crate::harness::{StoreKind, both_stores};
 use std::time::{Duration, Instant};
 
 use keygate::keys::service::CreateKey;
@@ -38,11 +39,10 @@ async fn readyz(gw: &TestGateway) -> u16 {
         .as_u16()
 }
 
-#[tokio::test]
-async fn cli_revocation_reaches_two_gateways_in_under_a_second() {
+async fn cli_revocation_reaches_two_gateways_in_under_a_second(kind: StoreKind) {
     let up = Upstream::start("a").await;
     // A long poll interval: only the push path can make this fast.
-    let cfg = TestConfig::pg()
+    let cfg = TestConfig::new(kind)
         .await
         .set("keys", "sync_interval = \"1h\"")
         .upstream("a", &[up.addr], "")
@@ -320,10 +320,9 @@ async fn cold_start_without_postgres_is_not_ready_and_answers_503() {
     drop(server);
 }
 
-#[tokio::test]
-async fn deletes_and_new_keys_reach_a_running_gateway() {
+async fn deletes_and_new_keys_reach_a_running_gateway(kind: StoreKind) {
     let up = Upstream::start("a").await;
-    let cfg = TestConfig::pg()
+    let cfg = TestConfig::new(kind)
         .await
         .set("keys", "sync_interval = \"1h\"")
         .upstream("a", &[up.addr], "")
@@ -349,3 +348,8 @@ async fn deletes_and_new_keys_reach_a_running_gateway() {
     assert!((0.0..5.0).contains(&age), "sync age {age}");
     gw.stop().await;
 }
+
+both_stores!(
+    cli_revocation_reaches_two_gateways_in_under_a_second,
+    deletes_and_new_keys_reach_a_running_gateway,
+);

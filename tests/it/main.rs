@@ -2,6 +2,7 @@
 //! One binary, so Pingora and friends are linked once.
 
 mod admin;
+mod embedded;
 mod harness;
 
 mod keys_auth;

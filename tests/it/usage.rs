@@ -2,13 +2,14 @@
 //! lost through a Postgres outage under load or a SIGTERM, spool bounds, and
 //! the metrics exposition.
 
+use crate::harness::{StoreKind, both_stores};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use keygate::keys::service::CreateKey;
-use sqlx::Row;
+use keygate::store::UsageQuery;
 
 use crate::harness::binary::Process;
 use crate::harness::pg::{PgServer, fresh_db_on};
@@ -36,10 +37,9 @@ async fn wait_rows(pool: &sqlx::PgPool, n: i64, timeout: Duration) -> i64 {
     rows(pool).await
 }
 
-#[tokio::test]
-async fn n_requests_give_n_rows_with_the_right_fields() {
+async fn n_requests_give_n_rows_with_the_right_fields(kind: StoreKind) {
     let up = Upstream::start("a").await;
-    let cfg = TestConfig::pg()
+    let cfg = TestConfig::new(kind)
         .await
         .upstream("a", &[up.addr], "")
         .route("api", "/api", "a", "scopes = [\"api:read\"]")
@@ -54,7 +54,7 @@ async fn n_requests_give_n_rows_with_the_right_fields() {
         .await
         .expect("create");
     let gw = cfg.start().await;
-    let pool = sqlx::PgPool::connect(cfg.db_url()).await.expect("pool");
+    let store = cfg.store().await;
 
     let mut sent: Vec<(String, u16)> = Vec::new();
     let plan: Vec<(&str, Option<&str>)> = [
@@ -84,31 +84,31 @@ async fn n_requests_give_n_rows_with_the_right_fields() {
             resp.status().as_u16(),
         ));
     }
-    let n = sent.len() as i64;
-    assert_eq!(
-        wait_rows(&pool, n, Duration::from_secs(10)).await,
-        n,
-        "exactly one row per request"
-    );
+    let n = sent.len();
+    let all = || async {
+        store
+            .usage_events(&UsageQuery {
+                limit: 1000,
+                ..UsageQuery::default()
+            })
+            .await
+            .expect("usage")
+    };
+    let _ = eventually(Duration::from_secs(10), || async { all().await.len() >= n }).await;
+    let rows = all().await;
+    assert_eq!(rows.len(), n, "exactly one row per request");
     assert!(
         gw.metric_reaches("keygate_usage_events_total{result=\"written\"}", n as f64)
             .await
     );
 
-    let rows = sqlx::query("SELECT request_id, key_id, owner_id, route, method, status, outcome, latency_us, upstream_latency_us, bytes_in, bytes_out, client_ip FROM usage_events ORDER BY id")
-        .fetch_all(&pool)
-        .await
-        .expect("rows");
-    let ids: Vec<String> = rows
-        .iter()
-        .map(|r| r.get::<String, _>("request_id"))
-        .collect();
+    let ids: Vec<String> = rows.iter().map(|r| r.request_id.clone()).collect();
     assert_eq!(
         ids,
         sent.iter().map(|s| s.0.clone()).collect::<Vec<_>>(),
         "rows in request order, ids match"
     );
-    let outcomes: Vec<String> = rows.iter().map(|r| r.get::<String, _>("outcome")).collect();
+    let outcomes: Vec<&str> = rows.iter().map(|r| r.outcome.as_str()).collect();
     let want: Vec<&str> = [
         vec!["ok"; 5],
         vec!["missing_key"; 3],
@@ -120,55 +120,49 @@ async fn n_requests_give_n_rows_with_the_right_fields() {
     .concat();
     assert_eq!(outcomes, want);
     for (r, (_, status)) in rows.iter().zip(&sent) {
-        assert_eq!(r.get::<i16, _>("status") as u16, *status);
-        assert_eq!(r.get::<String, _>("method"), "POST");
-        assert_eq!(
-            r.get::<Option<String>, _>("client_ip").as_deref(),
-            Some("127.0.0.1")
-        );
-        assert!(r.get::<i64, _>("latency_us") > 0);
-        assert!(r.get::<i64, _>("bytes_out") > 0);
+        assert_eq!(r.status, *status);
+        assert_eq!(r.method, "POST");
+        assert_eq!(r.client_ip, Some("127.0.0.1".parse().expect("ip")));
+        assert!(r.latency_us > 0);
+        assert!(r.bytes_out > 0);
     }
     let first = &rows[0];
-    assert_eq!(first.get::<Option<uuid::Uuid>, _>("key_id"), Some(a.key.id));
-    assert_eq!(
-        first.get::<Option<String>, _>("owner_id").as_deref(),
-        Some("acme")
+    assert_eq!(first.key_id, Some(a.key.id));
+    assert_eq!(first.owner_id.as_deref(), Some("acme"));
+    assert_eq!(first.route.as_deref(), Some("api"));
+    assert_eq!(first.bytes_in, 5);
+    assert!(first.upstream_latency_us.is_some());
+    assert_eq!(rows[5].key_id, None, "no key, no key id");
+    assert_eq!(rows[10].key_id, Some(b.key.id), "refused keys are named");
+    assert_eq!(rows[12].route, None);
+    assert!(
+        !format!("{rows:?}").contains(a.secret.expose()),
+        "records never hold the key"
     );
-    assert_eq!(
-        first.get::<Option<String>, _>("route").as_deref(),
-        Some("api")
-    );
-    assert_eq!(first.get::<i64, _>("bytes_in"), 5);
-    assert!(first.get::<Option<i64>, _>("upstream_latency_us").is_some());
-    assert_eq!(
-        rows[5].get::<Option<uuid::Uuid>, _>("key_id"),
-        None,
-        "no key, no key id"
-    );
-    assert_eq!(
-        rows[10].get::<Option<uuid::Uuid>, _>("key_id"),
-        Some(b.key.id),
-        "refused keys are named"
-    );
-    assert_eq!(rows[12].get::<Option<String>, _>("route"), None);
-    let raw = format!(
-        "{:?}",
-        rows.iter()
-            .map(|r| r.get::<Option<String>, _>("owner_id"))
-            .collect::<Vec<_>>()
-    );
-    assert!(!raw.contains(a.secret.expose()));
 
     let a_key = svc.get(a.key.id).await.expect("key");
     assert_eq!(a_key.use_count, 5);
     assert!(a_key.last_used_at.is_some());
     assert_eq!(svc.get(b.key.id).await.expect("key").use_count, 2);
-    let hourly: i64 = sqlx::query_scalar("SELECT sum(requests)::bigint FROM usage_hourly")
-        .fetch_one(&pool)
+    let now = chrono::Utc::now();
+    let buckets = store
+        .usage_buckets(
+            a.key.id,
+            now - chrono::Duration::hours(2),
+            now + chrono::Duration::hours(1),
+            keygate::store::Granularity::Hour,
+        )
         .await
-        .expect("rollup");
-    assert_eq!(hourly, n, "rollups add up");
+        .expect("buckets");
+    assert_eq!(
+        buckets.iter().map(|b| b.requests).sum::<i64>(),
+        5,
+        "rollups add up"
+    );
+    // Replaying the same records adds nothing.
+    store.write_usage(&rows).await.expect("replay");
+    assert_eq!(all().await.len(), n);
+    assert_eq!(svc.get(a.key.id).await.expect("key").use_count, 5);
     gw.stop().await;
 }
 
@@ -496,3 +490,5 @@ async fn metrics_pass_promtool() {
     );
     gw.stop().await;
 }
+
+both_stores!(n_requests_give_n_rows_with_the_right_fields,);

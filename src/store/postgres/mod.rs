@@ -371,19 +371,7 @@ impl Store for PgStore {
         let mut tx = self.begin_locked().await?;
         let old = self.fetch_key(&mut tx, id, now).await?;
         rotation_allowed(&old, now)?;
-        // The new key copies the old one's current fields, read under the lock.
-        let mut copy = new.clone();
-        copy.owner_id = old.owner_id.clone();
-        copy.name = old.name.clone();
-        copy.scopes = old.scopes.clone();
-        copy.allowed_cidrs = old.allowed_cidrs.clone();
-        copy.allowed_routes = old.allowed_routes.clone();
-        copy.rate_limits = old.rate_limits;
-        copy.metadata = old.metadata.clone();
-        copy.tags = old.tags.clone();
-        copy.enabled = old.enabled;
-        copy.expires_at = old.expires_at;
-        copy.lineage_id = old.lineage_id;
+        let copy = successor(&old, new);
         self.insert_row(&mut tx, &copy).await?;
         sqlx::query(
             "UPDATE api_keys SET rotated_to = $2, rotated_at = $3, updated_at = $3, \
@@ -398,12 +386,7 @@ impl Store for PgStore {
         .map_err(db_err)?;
         let prev = self.fetch_key(&mut tx, id, now).await?;
         let created = self.fetch_key(&mut tx, copy.id, now).await?;
-        let created_audit = AuditDraft {
-            actor: audit.actor.clone(),
-            action: "key.create",
-            key_id: Some(created.id),
-            changes: diff(&serde_json::json!({}), &key_json(&created), AUDIT_IGNORE),
-        };
+        let created_audit = created_by_rotation(&audit.actor, &created);
         audit.changes = diff(&key_json(&old), &key_json(&prev), AUDIT_IGNORE);
         self.append_audit(&mut tx, audit, now).await?;
         self.append_audit(&mut tx, created_audit, now).await?;
@@ -564,6 +547,10 @@ impl Store for PgStore {
         usage::buckets(&self.pool, key_id, from, to, granularity).await
     }
 
+    async fn usage_events(&self, q: &UsageQuery) -> Result<Vec<UsageRecord>, StoreError> {
+        usage::events(&self.pool, q).await
+    }
+
     async fn prune_usage(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
         usage::prune(&self.pool, before).await
     }
@@ -593,30 +580,6 @@ impl Store for PgStore {
             })
             .collect()
     }
-}
-
-/// Whether a key may be rotated now.
-pub(crate) fn rotation_allowed(old: &KeyRecord, now: DateTime<Utc>) -> Result<(), StoreError> {
-    let conflict = |status, what| {
-        Err(StoreError::Conflict {
-            id: old.id,
-            status,
-            what,
-        })
-    };
-    if old.revoked_at.is_some() {
-        return conflict("revoked", "a revoked key cannot be rotated");
-    }
-    if old.expires_at.is_some_and(|t| t <= now) {
-        return conflict("expired", "an expired key cannot be rotated");
-    }
-    if old.rotated_to.is_some() {
-        return conflict(
-            "rotated",
-            "it was already rotated; rotate its successor instead",
-        );
-    }
-    Ok(())
 }
 
 struct PgChanges(PgListener);

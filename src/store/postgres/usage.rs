@@ -7,7 +7,8 @@ use sqlx::postgres::PgPool;
 use uuid::Uuid;
 
 use super::db_err;
-use crate::store::{Granularity, StoreError, UsageBucket};
+use crate::outcome::Outcome;
+use crate::store::{Granularity, StoreError, UsageBucket, UsageQuery};
 use crate::usage::UsageRecord;
 
 const WRITE: &str = "
@@ -131,4 +132,57 @@ pub async fn prune(pool: &PgPool, before: DateTime<Utc>) -> Result<u64, StoreErr
         .await
         .map_err(db_err)?;
     Ok(r.rows_affected())
+}
+
+pub async fn events(pool: &PgPool, q: &UsageQuery) -> Result<Vec<UsageRecord>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id, request_id, ts, key_id, owner_id, route, method, status, outcome, latency_us, upstream_latency_us, \
+         bytes_in, bytes_out, client_ip, deprecated_key FROM usage_events \
+         WHERE ($1::uuid IS NULL OR key_id = $1) AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3",
+    )
+    .bind(q.key_id)
+    .bind(q.after)
+    .bind(i64::from(q.limit))
+    .fetch_all(pool)
+    .await
+    .map_err(db_err)?;
+    rows.iter()
+        .map(|r| {
+            let g = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
+            let outcome: String = r.try_get("outcome").map_err(g)?;
+            Ok(UsageRecord {
+                id: r.try_get("id").map_err(g)?,
+                request_id: r.try_get("request_id").map_err(g)?,
+                ts_ms: r
+                    .try_get::<DateTime<Utc>, _>("ts")
+                    .map_err(g)?
+                    .timestamp_millis(),
+                key_id: r.try_get("key_id").map_err(g)?,
+                owner_id: r
+                    .try_get::<Option<String>, _>("owner_id")
+                    .map_err(g)?
+                    .map(Into::into),
+                route: r
+                    .try_get::<Option<String>, _>("route")
+                    .map_err(g)?
+                    .map(Into::into),
+                method: r.try_get("method").map_err(g)?,
+                status: r.try_get::<i16, _>("status").map_err(g)? as u16,
+                outcome: Outcome::parse(&outcome)
+                    .ok_or_else(|| StoreError::Corrupt(format!("outcome {outcome:?}")))?,
+                latency_us: r.try_get::<i64, _>("latency_us").map_err(g)? as u64,
+                upstream_latency_us: r
+                    .try_get::<Option<i64>, _>("upstream_latency_us")
+                    .map_err(g)?
+                    .map(|v| v as u64),
+                bytes_in: r.try_get::<i64, _>("bytes_in").map_err(g)? as u64,
+                bytes_out: r.try_get::<i64, _>("bytes_out").map_err(g)? as u64,
+                client_ip: r
+                    .try_get::<Option<String>, _>("client_ip")
+                    .map_err(g)?
+                    .and_then(|s| s.parse().ok()),
+                deprecated_key: r.try_get("deprecated_key").map_err(g)?,
+            })
+        })
+        .collect()
 }

@@ -11,15 +11,35 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_keygate")
 }
 
+/// A `keygate` command that inherits no `KEYGATE_*` variable from the shell
+/// running the tests: only the ones a test passes.
+fn command(env: &[(&str, &str)]) -> Command {
+    let mut c = Command::new(bin());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("KEYGATE_") {
+            c.env_remove(k);
+        }
+    }
+    c.envs(env.iter().copied());
+    c
+}
+
 /// Runs `keygate --config <path> <args>` to completion.
 pub fn run(config: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let out = Command::new(bin())
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .expect("run keygate");
+    let mut c = command(env);
+    c.arg("--config").arg(config).args(args);
+    output(c)
+}
+
+/// Runs `keygate <args>` in `dir` (so the default `config/keygate.toml` is used).
+pub fn run_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut c = command(env);
+    c.current_dir(dir).args(args);
+    output(c)
+}
+
+fn output(mut c: Command) -> (i32, String, String) {
+    let out = c.output().expect("run keygate");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -33,18 +53,19 @@ pub struct Process {
     pub admin: SocketAddr,
     pub dir: PathBuf,
     logs: mpsc::Receiver<String>,
+    /// Lines logged before "keygate is serving", and any read since.
+    seen: std::cell::RefCell<Vec<String>>,
 }
 
 impl Process {
     /// Starts `keygate serve` and waits until it logs where it listens.
     pub fn serve(dir: &Path, config: &Path, env: &[(&str, &str)]) -> Process {
-        let mut child = Command::new(bin())
+        let mut child = command(env)
             .current_dir(dir)
             .arg("--config")
             .arg(config)
             .arg("serve")
             .env("KEYGATE_LOG_FORMAT", "json")
-            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -78,6 +99,7 @@ impl Process {
                             child,
                             dir: dir.to_owned(),
                             logs: rx,
+                            seen: std::cell::RefCell::new(seen),
                         };
                     }
                     seen.push(line);
@@ -109,9 +131,11 @@ impl Process {
         None
     }
 
-    /// Log lines so far.
+    /// Every log line so far.
     pub fn logs(&self) -> Vec<String> {
-        self.logs.try_iter().collect()
+        let mut seen = self.seen.borrow_mut();
+        seen.extend(self.logs.try_iter());
+        seen.clone()
     }
 }
 

@@ -18,14 +18,72 @@ pub struct TestConfig {
     pub data: std::sync::Arc<super::procs::ScratchDir>,
 }
 
+/// Which store a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Postgres,
+    Sqlite,
+}
+
 impl TestConfig {
     /// A gateway on free ports with a fresh database on the shared test Postgres.
     pub async fn pg() -> TestConfig {
-        Self::with_store(&super::pg::fresh_db().await)
+        Self::new(StoreKind::Postgres).await
+    }
+
+    /// A gateway on free ports with a fresh database of the given kind.
+    pub async fn new(kind: StoreKind) -> TestConfig {
+        match kind {
+            StoreKind::Postgres => Self::with_store(&super::pg::fresh_db().await),
+            StoreKind::Sqlite => {
+                let data = super::procs::ScratchDir::new("data");
+                let url = format!("sqlite://{}", data.path().join("keygate.db").display());
+                Self::build_with_data(&url, data)
+            }
+        }
+    }
+
+    pub fn kind(&self) -> StoreKind {
+        if self.db_url.starts_with("sqlite://") {
+            StoreKind::Sqlite
+        } else {
+            StoreKind::Postgres
+        }
+    }
+
+    /// Runs raw SQL on this config's database (for tampering in tests).
+    pub async fn exec(&self, sql: &str) {
+        use sqlx::Executor;
+        match self.kind() {
+            StoreKind::Postgres => {
+                let pool = sqlx::PgPool::connect(&self.db_url).await.expect("connect");
+                pool.execute(sqlx::AssertSqlSafe(sql.to_string()))
+                    .await
+                    .expect("sql");
+            }
+            StoreKind::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(&self.db_url)
+                    .await
+                    .expect("connect");
+                pool.execute(sqlx::AssertSqlSafe(sql.to_string()))
+                    .await
+                    .expect("sql");
+            }
+        }
+    }
+
+    /// The store behind this config, opened as the gateway opens it.
+    pub async fn store(&self) -> keygate::store::DynStore {
+        keygate::store::open(&self.build().store, super::pg::test_sealer())
+            .await
+            .expect("open store")
     }
 
     pub fn with_store(db_url: &str) -> TestConfig {
-        let data = super::procs::ScratchDir::new("data");
+        Self::build_with_data(db_url, super::procs::ScratchDir::new("data"))
+    }
+
+    fn build_with_data(db_url: &str, data: super::procs::ScratchDir) -> TestConfig {
         let spool = data.path().join("spool");
         TestConfig {
             toml: format!(

@@ -9,7 +9,27 @@ pub mod procs;
 pub mod redis;
 pub mod upstream;
 
-pub use gateway::{TestConfig, TestGateway, metric_value};
+pub use gateway::{StoreKind, TestConfig, TestGateway, metric_value};
+
+/// Turns `async fn name(kind: StoreKind)` test bodies into a `postgres` and a
+/// `sqlite` test each: `name::postgres`, `name::sqlite`.
+macro_rules! both_stores {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn postgres() {
+                    super::$name(crate::harness::StoreKind::Postgres).await
+                }
+                #[tokio::test]
+                async fn sqlite() {
+                    super::$name(crate::harness::StoreKind::Sqlite).await
+                }
+            }
+        )*
+    };
+}
+pub(crate) use both_stores;
 pub use upstream::{Upstream, dead_addr};
 
 /// The JSON error body of a rejection.
