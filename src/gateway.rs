@@ -219,7 +219,11 @@ impl Gateway {
             .add(addr_key.clone(), into_raw_fd(self.proxy_listener));
         service.add_tcp(&addr_key);
 
-        let runtime = pingora_runtime::Runtime::new_steal(threads, "keygate-proxy");
+        let runtime = if self.config.gateway.work_stealing {
+            pingora_runtime::Runtime::new_steal(threads, "keygate-proxy")
+        } else {
+            pingora_runtime::Runtime::new_no_steal(threads, "keygate-proxy")
+        };
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let proxy_task = runtime.get_handle().spawn(async move {
             service.start_service(Some(fds), shutdown_rx, 1).await;

@@ -16,5 +16,6 @@ pub mod store;
 pub use gateway::{BuildOptions, Gateway, RunningGateway, Stop};
 pub mod audit;
 pub mod cli;
+pub mod ids;
 pub mod telemetry;
 pub mod usage;

@@ -86,7 +86,7 @@ pub async fn request_id(req: Request, next: Next) -> Response {
         .filter(|v| crate::proxy::headers::is_sane_request_id(v.as_bytes()))
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        .unwrap_or_else(|| crate::ids::uuid_v7().to_string());
     let mut resp = REQUEST_ID.scope(id.clone(), next.run(req)).await;
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert("x-request-id", v);

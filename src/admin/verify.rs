@@ -139,7 +139,7 @@ pub async fn verify(
     };
     if let Some(usage) = &proxy.usage {
         usage.record(UsageRecord {
-            id: Uuid::now_v7(),
+            id: crate::ids::uuid_v7(),
             request_id: super::error::current_request_id(),
             ts_ms: proxy.clock.now_ms(),
             key_id: entry.as_ref().map(|k| k.id),

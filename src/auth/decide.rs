@@ -67,6 +67,7 @@ mod tests {
             id: Uuid::nil(),
             owner_id: "o".into(),
             limit_id: Uuid::nil(),
+            limit_prefix: "".into(),
             scopes: vec!["orders:*".into()].into(),
             allowed_cidrs: vec![
                 "10.0.0.0/8".parse().expect("cidr"),

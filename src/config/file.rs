@@ -31,6 +31,7 @@ pub struct GatewaySection {
     pub forward_metadata: Vec<String>,
     pub shutdown_grace: Option<String>,
     pub upstream_keepalive_pool: Option<usize>,
+    pub work_stealing: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -54,6 +54,9 @@ pub struct GatewayConfig {
     /// How long SIGTERM waits for in-flight requests before closing them.
     pub shutdown_grace: Duration,
     pub upstream_keepalive_pool: usize,
+    /// One work-stealing runtime for all proxy threads, or one runtime per
+    /// thread (Pingora's "no steal" mode).
+    pub work_stealing: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -184,6 +184,7 @@ impl Checker {
                 g.upstream_keepalive_pool,
                 256,
             ),
+            work_stealing: g.work_stealing.unwrap_or(false),
         }
     }
 

@@ -64,6 +64,8 @@ pub struct KeyEntry {
     /// Rate-limit identity, shared by a key and the keys rotated from it, so a
     /// rotation does not double the quota during its grace period.
     pub limit_id: Uuid,
+    /// The Redis key prefix of `limit_id`, built once.
+    pub limit_prefix: Box<str>,
     pub scopes: Box<[Box<str>]>,
     pub allowed_cidrs: Box<[IpNetwork]>,
     pub allowed_routes: RouteSet,
@@ -131,6 +133,7 @@ impl KeyEntry {
             id: r.id,
             owner_id: r.owner_id.as_str().into(),
             limit_id: r.lineage_id,
+            limit_prefix: crate::ratelimit::redis::key_prefix(r.lineage_id).into(),
             scopes: r.scopes.iter().map(|s| s.as_str().into()).collect(),
             allowed_cidrs: r.allowed_cidrs.clone().into(),
             allowed_routes,

@@ -168,7 +168,7 @@ impl KeyService {
                 message: e.to_string(),
             }])
         })?;
-        let id = Uuid::now_v7();
+        let id = crate::ids::uuid_v7();
         let new = NewKey {
             id,
             hash: self.hasher.hash(secret.expose()),

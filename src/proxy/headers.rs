@@ -29,7 +29,7 @@ pub fn request_id(req: &RequestHeader) -> String {
             // Sane ids are ASCII, so this never fails.
             String::from_utf8_lossy(v.as_bytes()).into_owned()
         }
-        _ => uuid::Uuid::now_v7().hyphenated().to_string(),
+        _ => crate::ids::uuid_v7().hyphenated().to_string(),
     }
 }
 

@@ -87,7 +87,7 @@ impl ProxyState {
         let Some(usage) = &self.usage else { return };
         let key = ctx.key.as_ref();
         usage.record(UsageRecord {
-            id: uuid::Uuid::now_v7(),
+            id: crate::ids::uuid_v7(),
             request_id: std::mem::take(&mut ctx.request_id),
             ts_ms: ctx.start_ms,
             key_id: key.map(|k| k.id),

@@ -42,6 +42,10 @@ impl ProxyHttp for Proxy {
         ctx
     }
 
+    /// No downstream modules: keygate does not compress responses (Pingora's
+    /// default adds a disabled compression module that still runs per request).
+    fn init_downstream_modules(&self, _modules: &mut pingora_core::modules::http::HttpModules) {}
+
     /// Runs keygate's policy. `Ok(true)`: we answered with a rejection and the
     /// request ends; `Ok(false)`: forward upstream.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {

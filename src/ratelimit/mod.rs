@@ -103,12 +103,12 @@ impl Limiter {
         self.timeout.max(Duration::from_millis(500))
     }
 
-    /// Connects to Redis, if used. A failure is not fatal: the gateway starts
-    /// degraded and the background probe keeps trying.
+    /// Checks that Redis answers, if used. A failure is not fatal: the gateway
+    /// starts degraded and the background probe keeps trying.
     pub async fn connect(&self) {
         let Some(r) = &self.redis else { return };
-        match r.connect(self.probe_timeout()).await {
-            Ok(()) => tracing::info!("rate limits: connected to redis"),
+        match r.probe(self.probe_timeout()).await {
+            Ok(()) => tracing::info!("rate limits: redis answers"),
             Err(e) => {
                 tracing::warn!(error = %e, mode = ?self.on_error, "rate limits: redis unavailable at start; degraded until it answers");
                 if r.breaker.trip() {
@@ -172,8 +172,11 @@ impl Limiter {
             return None;
         }
         let name = self.route_names.get(route).map_or("", |n| n);
-        let call =
-            tokio::time::timeout(self.timeout, r.check(key.limit_id, checks, spans, name)).await;
+        let call = tokio::time::timeout(
+            self.timeout,
+            r.check(&key.limit_prefix, checks, spans, name, self.probe_timeout()),
+        )
+        .await;
         match call {
             Ok(Ok((allowed, counts))) => {
                 r.breaker.success();
@@ -344,7 +347,7 @@ impl Limiter {
             if !r.breaker.is_open() {
                 continue;
             }
-            if r.connect(self.probe_timeout()).await.is_ok() && r.breaker.close() {
+            if r.probe(self.probe_timeout()).await.is_ok() && r.breaker.close() {
                 tracing::info!("rate limits: redis answering again; circuit closed");
                 self.set_degraded(false);
             }

@@ -4,9 +4,10 @@
 //! so a request's keys live in one Redis Cluster slot.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::ThreadId;
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
 use redis::aio::MultiplexedConnection;
 use uuid::Uuid;
 
@@ -45,20 +46,48 @@ const MONTH_TTL_MARGIN_MS: u64 = 86_400_000;
 
 pub struct RedisBackend {
     client: redis::Client,
-    conn: ArcSwapOption<MultiplexedConnection>,
     script: redis::Script,
     pub breaker: Breaker,
+    /// Bumped when Redis comes back after an outage: threads reconnect.
+    generation: AtomicU64,
+    /// One connection per proxy thread, opened on that thread: its driver task
+    /// runs on the same runtime as the requests, so a call crosses no threads.
+    conns: papaya::HashMap<ThreadId, Arc<Slot>>,
 }
 
-/// The Redis key of one bucket.
-pub fn bucket_key(id: Uuid, scope: Scope, route_name: &str, check: &Check, bucket: u64) -> String {
+struct Slot {
+    generation: u64,
+    conn: tokio::sync::OnceCell<MultiplexedConnection>,
+}
+
+/// The Redis key of one bucket: `<prefix><scope>:<window>:<bucket>`, the prefix
+/// being `kg:{<limit id>}:` (see [`key_prefix`]).
+pub fn bucket_key(
+    prefix: &str,
+    scope: Scope,
+    route_name: &str,
+    check: &Check,
+    bucket: u64,
+) -> String {
+    let mut k = String::with_capacity(prefix.len() + route_name.len() + 32);
+    k.push_str(prefix);
     match scope {
-        Scope::Key => format!("kg:{{{id}}}:k:{}:{bucket}", check.window.as_str()),
-        Scope::Route(_) => format!(
-            "kg:{{{id}}}:r:{route_name}:{}:{bucket}",
-            check.window.as_str()
-        ),
+        Scope::Key => k.push_str("k:"),
+        Scope::Route(_) => {
+            k.push_str("r:");
+            k.push_str(route_name);
+            k.push(':');
+        }
     }
+    k.push_str(check.window.as_str());
+    k.push(':');
+    k.push_str(itoa::Buffer::new().format(bucket));
+    k
+}
+
+/// `kg:{<limit id>}:`: the hash tag keeps one key's buckets in one cluster slot.
+pub fn key_prefix(id: Uuid) -> String {
+    format!("kg:{{{id}}}:")
 }
 
 impl RedisBackend {
@@ -66,15 +95,14 @@ impl RedisBackend {
     pub fn new(url: &str, breaker_failures: u32) -> Result<RedisBackend, redis::RedisError> {
         Ok(RedisBackend {
             client: redis::Client::open(url)?,
-            conn: ArcSwapOption::empty(),
             script: redis::Script::new(SCRIPT),
             breaker: Breaker::new(breaker_failures),
+            generation: AtomicU64::new(0),
+            conns: papaya::HashMap::new(),
         })
     }
 
-    /// Opens a fresh connection, checks it with PING and the script load, and
-    /// puts it in service (dropping the old one and anything queued on it).
-    pub async fn connect(&self, timeout: Duration) -> Result<(), redis::RedisError> {
+    async fn open(&self, timeout: Duration) -> Result<MultiplexedConnection, redis::RedisError> {
         let cfg = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout));
@@ -84,34 +112,60 @@ impl RedisBackend {
             .await?;
         redis::cmd("PING").query_async::<String>(&mut conn).await?;
         self.script.load_async(&mut conn).await?;
-        // Requests bound their own waits; the connection itself must not time out
-        // a pipelined response that is merely behind others.
+        // Requests bound their own waits; the connection must not time out a
+        // pipelined response that is merely behind others.
         conn.set_response_timeout(Duration::from_secs(3600));
-        self.conn.store(Some(Arc::new(conn)));
+        Ok(conn)
+    }
+
+    /// Checks that Redis answers on a fresh connection (start-up and breaker
+    /// probes); on success, threads open new connections on their next call.
+    pub async fn probe(&self, timeout: Duration) -> Result<(), redis::RedisError> {
+        self.open(timeout).await?;
+        self.generation.fetch_add(1, Ordering::AcqRel);
         Ok(())
+    }
+
+    /// This thread's connection, opened on first use.
+    async fn conn(&self, timeout: Duration) -> Result<MultiplexedConnection, redis::RedisError> {
+        let generation = self.generation.load(Ordering::Acquire);
+        let tid = std::thread::current().id();
+        let slot = {
+            let map = self.conns.pin();
+            match map.get(&tid) {
+                Some(s) if s.generation == generation => s.clone(),
+                _ => {
+                    let s = Arc::new(Slot {
+                        generation,
+                        conn: tokio::sync::OnceCell::new(),
+                    });
+                    map.insert(tid, s.clone());
+                    s
+                }
+            }
+        };
+        slot.conn
+            .get_or_try_init(|| self.open(timeout))
+            .await
+            .cloned()
     }
 
     /// Runs the script; returns whether the request was admitted and counted,
     /// and the counts before it.
     pub async fn check(
         &self,
-        id: Uuid,
+        prefix: &str,
         checks: &[Check],
         spans: &[Span],
         route_name: &str,
+        timeout: Duration,
     ) -> Result<(bool, Vec<Counts>), redis::RedisError> {
-        let Some(conn) = self.conn.load_full() else {
-            return Err(redis::RedisError::from((
-                redis::ErrorKind::Io,
-                "not connected to redis",
-            )));
-        };
-        let mut conn = (*conn).clone();
+        let mut conn = self.conn(timeout).await?;
         let mut inv = self.script.prepare_invoke();
         for (c, s) in checks.iter().zip(spans) {
-            inv.key(bucket_key(id, c.scope, route_name, c, s.bucket.index));
+            inv.key(bucket_key(prefix, c.scope, route_name, c, s.bucket.index));
             inv.key(bucket_key(
-                id,
+                prefix,
                 c.scope,
                 route_name,
                 c,
@@ -159,10 +213,11 @@ mod tests {
             window: Window::Minute,
             limit: 5,
         };
-        let k = bucket_key(id, c.scope, "orders", &c, 42);
+        let p = key_prefix(id);
+        let k = bucket_key(&p, c.scope, "orders", &c, 42);
         assert_eq!(k, format!("kg:{{{id}}}:r:orders:minute:42"));
         let k2 = bucket_key(
-            id,
+            &p,
             Scope::Key,
             "orders",
             &Check {

@@ -15,6 +15,8 @@ use crate::store::DynStore;
 
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 const FINAL_WRITE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often the writer looks at the queue (at most `usage.flush_interval`).
+const DRAIN_TICK: Duration = Duration::from_millis(50);
 
 pub struct UsageWriter {
     pub(super) rx: mpsc::Receiver<UsageRecord>,
@@ -30,33 +32,37 @@ pub struct UsageWriter {
 }
 
 impl UsageWriter {
+    /// Drains the queue on a short tick rather than waiting in `recv`: a
+    /// receiver waiting in `recv` is woken by every record (a futex wake and a
+    /// context switch per request), one polled on a timer by none.
     pub async fn run(mut self, mut stop: watch::Receiver<Option<Stop>>) {
         let mut batch = Vec::with_capacity(self.batch_size);
-        let mut tick = tokio::time::interval(self.flush_interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let drain_every = self.flush_interval.min(DRAIN_TICK);
+        let mut last_flush = Instant::now();
         let how = loop {
             tokio::select! {
-                n = self.rx.recv_many(&mut batch, self.batch_size) => {
-                    if n == 0 {
-                        break Stop::Graceful;
-                    }
-                    if batch.len() >= self.batch_size {
-                        self.flush(&mut batch).await;
-                    }
-                }
-                _ = tick.tick() => {
-                    self.flush(&mut batch).await;
-                    self.replay().await;
-                    self.metrics.usage_queue_depth.set(self.rx.len() as i64);
-                }
+                _ = tokio::time::sleep(drain_every) => {}
                 changed = stop.changed() => {
                     let how: Option<Stop> = *stop.borrow();
                     match (changed, how) {
                         (_, Some(how)) => break how,
                         (Err(_), None) => break Stop::Fast,
-                        (Ok(()), None) => {}
+                        (Ok(()), None) => continue,
                     }
                 }
+            }
+            while let Ok(r) = self.rx.try_recv() {
+                batch.push(r);
+                if batch.len() >= self.batch_size {
+                    self.flush(&mut batch).await;
+                    last_flush = Instant::now();
+                }
+            }
+            self.metrics.usage_queue_depth.set(self.rx.len() as i64);
+            if last_flush.elapsed() >= self.flush_interval {
+                self.flush(&mut batch).await;
+                self.replay().await;
+                last_flush = Instant::now();
             }
         };
         self.finish(batch, how).await;

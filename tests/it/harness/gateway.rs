@@ -79,6 +79,11 @@ impl TestConfig {
             .expect("open store")
     }
 
+    /// In-process gateways use the work-stealing runtime: Pingora's per-thread
+    /// runtime keeps its thread pools in a process-wide `ThreadLocal` whose
+    /// slots are reused by later threads, so a gateway started after another
+    /// was stopped in the same process can inherit dead runtime handles. One
+    /// gateway per process (production, and the binary-based tests) is fine.
     pub fn with_store(db_url: &str) -> TestConfig {
         Self::build_with_data(db_url, super::procs::ScratchDir::new("data"))
     }
@@ -87,7 +92,7 @@ impl TestConfig {
         let spool = data.path().join("spool");
         TestConfig {
             toml: format!(
-                "[gateway]\nlisten = \"127.0.0.1:0\"\nthreads = 2\nshutdown_grace = \"5s\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[store]\nurl = \"{db_url}\"\n\n[keys]\nsync_interval = \"1s\"\n\n[usage]\nspool_dir = \"{}\"\nflush_interval = \"100ms\"\n\n",
+                "[gateway]\nlisten = \"127.0.0.1:0\"\nthreads = 2\nshutdown_grace = \"5s\"\nwork_stealing = true\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[store]\nurl = \"{db_url}\"\n\n[keys]\nsync_interval = \"1s\"\n\n[usage]\nspool_dir = \"{}\"\nflush_interval = \"100ms\"\n\n",
                 spool.display()
             ),
             env: vec![("KEYGATE_HASH_SECRET".into(), HASH_SECRET.into())],
