@@ -143,7 +143,7 @@ pub async fn verify(
             request_id: super::error::current_request_id(),
             ts_ms: proxy.clock.now_ms(),
             key_id: entry.as_ref().map(|k| k.id),
-            owner_id: entry.as_ref().map(|k| k.owner_id.clone()),
+            owner_id: entry.as_ref().map(|k| k.owner_id().clone()),
             route: route.and_then(|r| proxy.route_names.get(r).cloned()),
             method: "VERIFY".into(),
             status: 200,
@@ -162,10 +162,10 @@ pub async fn verify(
 fn describe(k: &crate::keys::KeyEntry) -> VerifiedKey {
     VerifiedKey {
         id: k.id,
-        owner_id: k.owner_id.to_string(),
-        scopes: k.scopes.iter().map(|s| s.to_string()).collect(),
+        owner_id: k.owner_id().to_string(),
+        scopes: k.scopes().iter().map(|s| s.to_string()).collect(),
         expires_at: k.expires_at,
-        sunset: k.deprecation.map(|d| d.sunset),
+        sunset: k.deprecation.as_ref().map(|d| d.sunset),
     }
 }
 

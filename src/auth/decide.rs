@@ -34,17 +34,17 @@ pub fn decide(
     if !key.enabled {
         return Err(Rejection::new(Outcome::DisabledKey));
     }
-    if route.is_some_and(|r| !key.allowed_routes.contains(r)) {
+    if route.is_some_and(|r| !key.policy.allowed_routes.contains(r)) {
         return Err(Rejection::new(Outcome::RouteNotAllowed));
     }
     let ip_ok = match client_ip {
         Some(ip) => key.ip_allowed(ip),
-        None => key.allowed_cidrs.is_empty(),
+        None => key.policy.allowed_cidrs.is_empty(),
     };
     if !ip_ok {
         return Err(Rejection::new(Outcome::IpNotAllowed));
     }
-    if scope::first_missing(&key.scopes, required_scopes).is_some() {
+    if scope::first_missing(key.scopes(), required_scopes).is_some() {
         return Err(Rejection {
             outcome: Outcome::InsufficientScope,
             detail: Detail::RequiredScopes(required_scopes.to_vec()),
@@ -56,37 +56,48 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::entry::{IdentityHeaders, RouteSet};
+    use crate::auth::hash::KeyHash;
+    use crate::keys::{EntryContext, Interner};
     use crate::ratelimit::window::Limits;
+    use crate::store::KeyRow;
     use chrono::Duration;
-    use http::HeaderValue;
     use uuid::Uuid;
 
-    fn key() -> KeyEntry {
-        KeyEntry {
+    fn row() -> KeyRow {
+        KeyRow {
             id: Uuid::nil(),
+            hash: KeyHash([0; 32]),
             owner_id: "o".into(),
-            limit_id: Uuid::nil(),
-            limit_prefix: "".into(),
-            scopes: vec!["orders:*".into()].into(),
+            scopes: vec!["orders:*".into()],
             allowed_cidrs: vec![
                 "10.0.0.0/8".parse().expect("cidr"),
                 "2001:db8::/32".parse().expect("cidr"),
-            ]
-            .into(),
-            allowed_routes: RouteSet::from_indices([0, 1], 3),
-            limits: Limits::default(),
+            ],
+            allowed_routes: vec!["r0".into(), "r1".into()],
+            rate_limits: Limits::default(),
+            metadata: Default::default(),
             enabled: true,
             expires_at: None,
             revoked: false,
-            deprecation: None,
-            headers: IdentityHeaders {
-                key_id: HeaderValue::from_static(""),
-                owner_id: HeaderValue::from_static(""),
-                scopes: HeaderValue::from_static(""),
-                metadata: Box::new([]),
-            },
+            rotated_to: None,
+            rotated_at: None,
+            lineage_id: Uuid::nil(),
         }
+    }
+
+    fn entry(r: KeyRow) -> KeyEntry {
+        let ctx = EntryContext {
+            route_index: [("r0", 0), ("r1", 1), ("r2", 2)]
+                .map(|(n, i)| (n.to_string(), i))
+                .into(),
+            route_count: 3,
+            forward_metadata: vec![],
+        };
+        Interner::new(ctx).entry(r)
+    }
+
+    fn key() -> KeyEntry {
+        entry(row())
     }
 
     fn ip(s: &str) -> IpAddr {
@@ -173,15 +184,19 @@ mod tests {
             code(decide(&key(), None, &[], None, now)),
             Some(Outcome::IpNotAllowed)
         );
-        let mut open = key();
-        open.allowed_cidrs = Box::new([]);
+        let open = entry(KeyRow {
+            allowed_cidrs: vec![],
+            ..row()
+        });
         assert_eq!(code(decide(&open, None, &[], None, now)), None);
     }
 
     #[test]
     fn empty_cidrs_allow_any_address() {
-        let mut k = key();
-        k.allowed_cidrs = Box::new([]);
+        let k = entry(KeyRow {
+            allowed_cidrs: vec![],
+            ..row()
+        });
         assert_eq!(
             code(decide(
                 &k,

@@ -2,11 +2,13 @@
 //! management service used by the CLI and the admin API.
 
 pub mod entry;
+pub mod intern;
 pub mod service;
 pub mod sync;
 pub mod table;
 pub mod validate;
 
-pub use entry::{EntryContext, KeyEntry};
+pub use entry::KeyEntry;
+pub use intern::{EntryContext, Interner};
 pub use service::KeyService;
 pub use table::KeyTable;

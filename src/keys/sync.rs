@@ -7,29 +7,28 @@
 //! notification costs at most one interval. When the store is unreachable the
 //! table keeps serving what it has and the sync retries.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
-use uuid::Uuid;
 
-use super::{EntryContext, KeyEntry, KeyTable};
-use crate::auth::hash::KeyHash;
+use super::KeyTable;
+use super::intern::{EntryContext, Interner};
+use crate::auth::hash::{KeyHash, PrefixBuildHasher};
 use crate::clock::Clock;
-use crate::store::{Changes, DynStore, StoreError};
+use crate::store::{DynStore, StoreError};
 
 pub struct KeySync {
     store: DynStore,
     table: Arc<KeyTable>,
-    ctx: EntryContext,
+    interner: Interner,
     clock: Clock,
     interval: Duration,
     reachable: Arc<AtomicBool>,
     /// The last change number applied; `None` until the first full load.
     seq: Option<i64>,
-    by_id: HashMap<Uuid, KeyHash>,
 }
 
 impl KeySync {
@@ -44,35 +43,33 @@ impl KeySync {
         KeySync {
             store,
             table,
-            ctx,
+            interner: Interner::new(ctx),
             clock,
             interval,
             reachable,
             seq: None,
-            by_id: HashMap::new(),
         }
     }
 
     /// Loads every key, replacing the table's contents.
     pub async fn load(&mut self) -> Result<usize, StoreError> {
-        let mut fresh: HashMap<Uuid, KeyHash> = HashMap::with_capacity(self.by_id.len());
-        let (table, ctx) = (&self.table, &self.ctx);
+        let mut fresh: HashSet<KeyHash, PrefixBuildHasher> =
+            HashSet::with_capacity_and_hasher(self.table.len(), PrefixBuildHasher::default());
+        let (table, interner) = (&self.table, &mut self.interner);
         let seq = self
             .store
-            .snapshot(self.clock.now(), &mut |k| {
-                table.insert(k.hash, Arc::new(KeyEntry::build(&k.record, ctx)));
-                fresh.insert(k.record.id, k.hash);
+            .snapshot(self.clock.now(), &mut |row| {
+                let hash = row.hash;
+                table.insert(hash, Arc::new(interner.entry(row)));
+                fresh.insert(hash);
             })
             .await?;
-        for (id, hash) in &self.by_id {
-            if fresh.get(id) != Some(hash) {
-                self.table.remove(hash);
-            }
-        }
-        self.by_id = fresh;
+        // Keys deleted while we were not looking.
+        self.table.retain(|h| fresh.contains(h));
+        self.interner.prune();
         self.seq = Some(seq);
         self.synced();
-        Ok(self.by_id.len())
+        Ok(fresh.len())
     }
 
     /// Applies the changes after the last change number.
@@ -81,27 +78,23 @@ impl KeySync {
             return self.load().await.map(|_| ());
         };
         let changes = self.store.changes_since(seq, self.clock.now()).await?;
-        self.apply(changes);
+        if changes.reload {
+            return self.load().await.map(|_| ());
+        }
+        let changed = !changes.upserts.is_empty() || !changes.deletes.is_empty();
+        for row in changes.upserts {
+            let hash = row.hash;
+            self.table.insert(hash, Arc::new(self.interner.entry(row)));
+        }
+        for hash in &changes.deletes {
+            self.table.remove(hash);
+        }
+        if changed {
+            self.interner.prune();
+        }
+        self.seq = Some(changes.seq);
         self.synced();
         Ok(())
-    }
-
-    fn apply(&mut self, c: Changes) {
-        for k in c.upserts {
-            if let Some(old) = self.by_id.insert(k.record.id, k.hash) {
-                if old != k.hash {
-                    self.table.remove(&old);
-                }
-            }
-            self.table
-                .insert(k.hash, Arc::new(KeyEntry::build(&k.record, &self.ctx)));
-        }
-        for id in c.deletes {
-            if let Some(hash) = self.by_id.remove(&id) {
-                self.table.remove(&hash);
-            }
-        }
-        self.seq = Some(c.seq);
     }
 
     fn synced(&self) {
@@ -109,6 +102,7 @@ impl KeySync {
         if !self.reachable.swap(true, Ordering::Relaxed) {
             tracing::info!(
                 keys = self.table.len(),
+                policies = self.interner.policies(),
                 "key store reachable; key table in sync"
             );
         }

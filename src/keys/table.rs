@@ -40,6 +40,11 @@ impl KeyTable {
         self.map.pin().remove(hash);
     }
 
+    /// Keeps only the entries whose hash `keep` accepts.
+    pub fn retain(&self, mut keep: impl FnMut(&KeyHash) -> bool) {
+        self.map.pin().retain(|h, _| keep(h));
+    }
+
     pub fn len(&self) -> usize {
         self.map.len()
     }

@@ -69,7 +69,7 @@ impl ProxyState {
             resp.insert_header("ratelimit", r.current.as_str())?;
         }
         // A rotated key in its grace period: tell the client (RFC 9745, RFC 8594).
-        if let Some(d) = ctx.key.as_ref().and_then(|k| k.deprecation) {
+        if let Some(d) = ctx.key.as_ref().and_then(|k| k.deprecation.as_deref()) {
             resp.insert_header("deprecation", format!("@{}", d.since.timestamp()))?;
             resp.insert_header(
                 "sunset",
@@ -91,7 +91,7 @@ impl ProxyState {
             request_id: std::mem::take(&mut ctx.request_id),
             ts_ms: ctx.start_ms,
             key_id: key.map(|k| k.id),
-            owner_id: key.map(|k| k.owner_id.clone()),
+            owner_id: key.map(|k| k.owner_id().clone()),
             route: ctx.route.and_then(|r| self.route_names.get(r).cloned()),
             method: session.req_header().method.as_str().to_owned(),
             status: session.response_written().map_or(0, |h| h.status.as_u16()),

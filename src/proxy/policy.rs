@@ -212,11 +212,10 @@ impl Policy {
         headers::set_forwarded(req, ctx.peer_ip, ctx.peer_trusted)?;
         req.insert_header(headers::REQUEST_ID, ctx.request_id.as_str())?;
         if let Some(key) = &ctx.key {
-            let h = &key.headers;
-            req.insert_header(KEY_ID, h.key_id.clone())?;
-            req.insert_header(OWNER_ID, h.owner_id.clone())?;
-            req.insert_header(SCOPES, h.scopes.clone())?;
-            for (name, value) in h.metadata.iter() {
+            req.insert_header(KEY_ID, key.key_id_header.clone())?;
+            req.insert_header(OWNER_ID, key.owner.header.clone())?;
+            req.insert_header(SCOPES, key.policy.scopes_header.clone())?;
+            for (name, value) in key.policy.metadata_headers.iter() {
                 req.insert_header(name.clone(), value.clone())?;
             }
         }

@@ -130,7 +130,7 @@ impl Limiter {
         let route = route.unwrap_or(usize::MAX);
         let route16 = route.min(usize::from(u16::MAX)) as u16;
         let caps = self.route_caps.get(route).copied().unwrap_or_default();
-        let checks = plan(&key.limits, route16, &caps);
+        let checks = plan(key.limits(), route16, &caps);
         if checks.is_empty() {
             return Ok(None);
         }
@@ -174,7 +174,13 @@ impl Limiter {
         let name = self.route_names.get(route).map_or("", |n| n);
         let call = tokio::time::timeout(
             self.timeout,
-            r.check(&key.limit_prefix, checks, spans, name, self.probe_timeout()),
+            r.check(
+                &redis::key_prefix(key.limit_id),
+                checks,
+                spans,
+                name,
+                self.probe_timeout(),
+            ),
         )
         .await;
         match call {

@@ -97,18 +97,35 @@ pub enum KeyChange {
     Revoke { reason: Option<String> },
 }
 
-/// A key as the sync sees it: the record and its lookup hash.
+/// A key as the sync needs it: its lookup hash and the fields that decide and
+/// forward requests (no display fields, no usage counts).
 #[derive(Debug, Clone)]
-pub struct SyncedKey {
-    pub record: KeyRecord,
+pub struct KeyRow {
+    pub id: Uuid,
     pub hash: KeyHash,
+    pub owner_id: String,
+    pub scopes: Vec<String>,
+    pub allowed_cidrs: Vec<IpNetwork>,
+    pub allowed_routes: Vec<String>,
+    pub rate_limits: Limits,
+    pub metadata: BTreeMap<String, String>,
+    pub enabled: bool,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked: bool,
+    pub rotated_to: Option<Uuid>,
+    pub rotated_at: Option<DateTime<Utc>>,
+    pub lineage_id: Uuid,
 }
 
 /// What changed after a change number.
 #[derive(Debug, Default)]
 pub struct Changes {
-    pub upserts: Vec<SyncedKey>,
-    pub deletes: Vec<Uuid>,
+    pub upserts: Vec<KeyRow>,
+    /// Hashes of deleted keys.
+    pub deletes: Vec<KeyHash>,
+    /// A deletion without a hash (from before the hash was recorded): the
+    /// sync must reload everything.
+    pub reload: bool,
     /// The highest change number included.
     pub seq: i64,
 }
@@ -124,7 +141,18 @@ pub struct KeyQuery {
 }
 
 /// A sink for a streamed snapshot.
-pub type SnapshotSink<'a> = &'a mut (dyn FnMut(SyncedKey) + Send);
+pub type SnapshotSink<'a> = &'a mut (dyn FnMut(KeyRow) + Send);
+
+/// Parses stored CIDR strings.
+pub(crate) fn parse_cidrs(stored: &[String]) -> Result<Vec<IpNetwork>, StoreError> {
+    stored
+        .iter()
+        .map(|c| {
+            c.parse()
+                .map_err(|_| StoreError::Corrupt(format!("bad CIDR {c:?}")))
+        })
+        .collect()
+}
 
 /// Wakes the key sync when keys change (Postgres LISTEN/NOTIFY).
 #[async_trait]

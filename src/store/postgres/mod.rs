@@ -139,7 +139,7 @@ impl PgStore {
         .await
         .map_err(db_err)?
         .ok_or(StoreError::NotFound(id))?;
-        Ok(decode(&row, now)?.record)
+        decode(&row, now)
     }
 
     async fn insert_row(
@@ -181,19 +181,9 @@ impl PgStore {
     }
 }
 
-/// Decodes a key row; `now` derives the status.
-pub(crate) fn decode(row: &PgRow, now: DateTime<Utc>) -> Result<SyncedKey, StoreError> {
+/// Decodes a key row for the API; `now` derives the status.
+pub(crate) fn decode(row: &PgRow, now: DateTime<Utc>) -> Result<KeyRecord, StoreError> {
     let g = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
-    let hash: Vec<u8> = row.try_get("key_hash").map_err(g)?;
-    let cidrs: Json<Vec<String>> = row.try_get("allowed_cidrs").map_err(g)?;
-    let allowed_cidrs = cidrs
-        .0
-        .iter()
-        .map(|c| {
-            c.parse()
-                .map_err(|_| StoreError::Corrupt(format!("bad CIDR {c:?}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
     let mut record = KeyRecord {
         id: row.try_get("id").map_err(g)?,
         owner_id: row.try_get("owner_id").map_err(g)?,
@@ -201,7 +191,11 @@ pub(crate) fn decode(row: &PgRow, now: DateTime<Utc>) -> Result<SyncedKey, Store
         prefix: row.try_get("prefix").map_err(g)?,
         hint: row.try_get("hint").map_err(g)?,
         scopes: row.try_get::<Json<Vec<String>>, _>("scopes").map_err(g)?.0,
-        allowed_cidrs,
+        allowed_cidrs: parse_cidrs(
+            &row.try_get::<Json<Vec<String>>, _>("allowed_cidrs")
+                .map_err(g)?
+                .0,
+        )?,
         allowed_routes: row
             .try_get::<Json<Vec<String>>, _>("allowed_routes")
             .map_err(g)?
@@ -226,9 +220,43 @@ pub(crate) fn decode(row: &PgRow, now: DateTime<Utc>) -> Result<SyncedKey, Store
         lineage_id: row.try_get("lineage_id").map_err(g)?,
     };
     record.status = record.status_at(now);
-    let hash = KeyHash::from_slice(&hash)
-        .ok_or_else(|| StoreError::Corrupt("key hash is not 32 bytes".into()))?;
-    Ok(SyncedKey { record, hash })
+    Ok(record)
+}
+
+/// The columns the key table needs (see [`KeyRow`]).
+const SYNC_COLUMNS: &str = "id, key_hash, owner_id, scopes, allowed_cidrs, allowed_routes, rate_limits, metadata, \
+     enabled, expires_at, revoked_at IS NOT NULL AS revoked, rotated_to, rotated_at, lineage_id, change_seq FROM api_keys";
+
+fn decode_row(row: &PgRow) -> Result<KeyRow, StoreError> {
+    let g = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
+    let hash: Vec<u8> = row.try_get("key_hash").map_err(g)?;
+    Ok(KeyRow {
+        id: row.try_get("id").map_err(g)?,
+        hash: KeyHash::from_slice(&hash)
+            .ok_or_else(|| StoreError::Corrupt("key hash is not 32 bytes".into()))?,
+        owner_id: row.try_get("owner_id").map_err(g)?,
+        scopes: row.try_get::<Json<Vec<String>>, _>("scopes").map_err(g)?.0,
+        allowed_cidrs: parse_cidrs(
+            &row.try_get::<Json<Vec<String>>, _>("allowed_cidrs")
+                .map_err(g)?
+                .0,
+        )?,
+        allowed_routes: row
+            .try_get::<Json<Vec<String>>, _>("allowed_routes")
+            .map_err(g)?
+            .0,
+        rate_limits: row.try_get::<Json<Limits>, _>("rate_limits").map_err(g)?.0,
+        metadata: row
+            .try_get::<Json<BTreeMap<String, String>>, _>("metadata")
+            .map_err(g)?
+            .0,
+        enabled: row.try_get("enabled").map_err(g)?,
+        expires_at: row.try_get("expires_at").map_err(g)?,
+        revoked: row.try_get("revoked").map_err(g)?,
+        rotated_to: row.try_get("rotated_to").map_err(g)?,
+        rotated_at: row.try_get("rotated_at").map_err(g)?,
+        lineage_id: row.try_get("lineage_id").map_err(g)?,
+    })
 }
 
 fn status_clause(s: KeyStatus) -> &'static str {
@@ -429,7 +457,7 @@ impl Store for PgStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db_err)?;
-        row.map(|r| decode(&r, now).map(|k| k.record)).transpose()
+        row.map(|r| decode(&r, now)).transpose()
     }
 
     async fn list_keys(
@@ -457,14 +485,12 @@ impl Store for PgStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db_err)?;
-        rows.iter()
-            .map(|r| decode(r, now).map(|k| k.record))
-            .collect()
+        rows.iter().map(|r| decode(r, now)).collect()
     }
 
     async fn snapshot(
         &self,
-        now: DateTime<Utc>,
+        _now: DateTime<Utc>,
         sink: SnapshotSink<'_>,
     ) -> Result<i64, StoreError> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
@@ -480,49 +506,60 @@ impl Store for PgStore {
         .await
         .map_err(db_err)?;
         {
-            let sql = sqlx::AssertSqlSafe(format!("SELECT {KEY_COLUMNS}"));
+            let sql = sqlx::AssertSqlSafe(format!("SELECT {SYNC_COLUMNS}"));
             let mut rows = sqlx::query(sql).fetch(&mut *tx);
             while let Some(row) = rows.try_next().await.map_err(db_err)? {
-                sink(decode(&row, now)?);
+                sink(decode_row(&row)?);
             }
         }
         tx.commit().await.map_err(db_err)?;
         Ok(seq)
     }
 
-    async fn changes_since(&self, seq: i64, now: DateTime<Utc>) -> Result<Changes, StoreError> {
+    async fn changes_since(&self, seq: i64, _now: DateTime<Utc>) -> Result<Changes, StoreError> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {KEY_COLUMNS} WHERE k.change_seq > $1 ORDER BY k.change_seq"
+            "SELECT {SYNC_COLUMNS} WHERE change_seq > $1 ORDER BY change_seq"
         )))
         .bind(seq)
         .fetch_all(&mut *tx)
         .await
         .map_err(db_err)?;
-        let tombs =
-            sqlx::query("SELECT key_id, change_seq FROM api_key_tombstones WHERE change_seq > $1")
-                .bind(seq)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db_err)?;
+        let tombs = sqlx::query(
+            "SELECT key_hash, change_seq FROM api_key_tombstones WHERE change_seq > $1",
+        )
+        .bind(seq)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?;
         tx.commit().await.map_err(db_err)?;
         let mut out = Changes {
             seq,
             ..Changes::default()
         };
         for r in &rows {
-            let s: i64 = r.try_get("change_seq").map_err(db_err)?;
-            out.seq = out.seq.max(s);
-            out.upserts.push(decode(r, now)?);
+            out.seq = out
+                .seq
+                .max(r.try_get::<i64, _>("change_seq").map_err(db_err)?);
+            out.upserts.push(decode_row(r)?);
         }
         for t in &tombs {
-            let s: i64 = t.try_get("change_seq").map_err(db_err)?;
-            out.seq = out.seq.max(s);
-            out.deletes.push(t.try_get("key_id").map_err(db_err)?);
+            out.seq = out
+                .seq
+                .max(t.try_get::<i64, _>("change_seq").map_err(db_err)?);
+            match t
+                .try_get::<Option<Vec<u8>>, _>("key_hash")
+                .map_err(db_err)?
+                .as_deref()
+                .and_then(KeyHash::from_slice)
+            {
+                Some(h) => out.deletes.push(h),
+                None => out.reload = true,
+            }
         }
         Ok(out)
     }
