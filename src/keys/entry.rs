@@ -81,8 +81,6 @@ pub struct KeyEntry {
     pub revoked: bool,
     pub expires_at: Option<DateTime<Utc>>,
     pub deprecation: Option<Box<Deprecation>>,
-    /// `x-keygate-key-id`
-    pub key_id_header: HeaderValue,
     pub owner: Arc<Owner>,
     pub policy: Arc<KeyPolicy>,
 }
@@ -103,6 +101,14 @@ impl KeyEntry {
 
     pub fn owner_id(&self) -> &Arc<str> {
         &self.owner.id
+    }
+
+    /// `x-keygate-key-id`, formatted per request: unique per key, so storing it
+    /// would cost ~90 bytes per key for a ~30 ns saving.
+    pub fn key_id_header(&self) -> HeaderValue {
+        let mut buf = uuid::Uuid::encode_buffer();
+        HeaderValue::from_str(self.id.hyphenated().encode_lower(&mut buf))
+            .unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 }
 

@@ -75,7 +75,6 @@ impl Interner {
             revoked: row.revoked,
             expires_at: row.expires_at,
             deprecation,
-            key_id_header: header_value(&row.id.hyphenated().to_string()),
             owner: self.owner(&row.owner_id),
             policy: self.policy(row),
         }
@@ -210,7 +209,7 @@ mod tests {
                 http::HeaderValue::from_static("gold")
             )]
         );
-        assert_eq!(c.key_id_header, c.id.hyphenated().to_string().as_str());
+        assert_eq!(c.key_id_header(), c.id.hyphenated().to_string().as_str());
     }
 
     #[test]

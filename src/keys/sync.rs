@@ -53,23 +53,32 @@ impl KeySync {
 
     /// Loads every key, replacing the table's contents.
     pub async fn load(&mut self) -> Result<usize, StoreError> {
-        let mut fresh: HashSet<KeyHash, PrefixBuildHasher> =
-            HashSet::with_capacity_and_hasher(self.table.len(), PrefixBuildHasher::default());
+        // A reload must also drop keys deleted while we were not looking; the
+        // first load starts from an empty table and needs no such set.
+        let mut fresh: Option<HashSet<KeyHash, PrefixBuildHasher>> =
+            (!self.table.is_empty()).then(|| {
+                HashSet::with_capacity_and_hasher(self.table.len(), PrefixBuildHasher::default())
+            });
+        let mut loaded = 0;
         let (table, interner) = (&self.table, &mut self.interner);
         let seq = self
             .store
             .snapshot(self.clock.now(), &mut |row| {
                 let hash = row.hash;
                 table.insert(hash, Arc::new(interner.entry(row)));
-                fresh.insert(hash);
+                if let Some(f) = fresh.as_mut() {
+                    f.insert(hash);
+                }
+                loaded += 1;
             })
             .await?;
-        // Keys deleted while we were not looking.
-        self.table.retain(|h| fresh.contains(h));
+        if let Some(fresh) = fresh {
+            self.table.retain(|h| fresh.contains(h));
+        }
         self.interner.prune();
         self.seq = Some(seq);
         self.synced();
-        Ok(fresh.len())
+        Ok(loaded)
     }
 
     /// Applies the changes after the last change number.

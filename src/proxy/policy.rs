@@ -212,7 +212,7 @@ impl Policy {
         headers::set_forwarded(req, ctx.peer_ip, ctx.peer_trusted)?;
         req.insert_header(headers::REQUEST_ID, ctx.request_id.as_str())?;
         if let Some(key) = &ctx.key {
-            req.insert_header(KEY_ID, key.key_id_header.clone())?;
+            req.insert_header(KEY_ID, key.key_id_header())?;
             req.insert_header(OWNER_ID, key.owner.header.clone())?;
             req.insert_header(SCOPES, key.policy.scopes_header.clone())?;
             for (name, value) in key.policy.metadata_headers.iter() {
