@@ -59,6 +59,8 @@ pub struct RateLimitSection {
     pub on_backend_error: Option<String>,
     pub breaker_failures: Option<u32>,
     pub breaker_probe_interval: Option<String>,
+    pub mode: Option<String>,
+    pub batch_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

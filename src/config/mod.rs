@@ -99,8 +99,18 @@ pub enum RateLimitBackend {
     Redis(Secret),
 }
 
+/// How the Redis backend counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimitMode {
+    /// One atomic script call per request: exact across instances.
+    Exact,
+    /// Local counting, flushed to Redis every interval: bounded over-admission.
+    Batched(Duration),
+}
+
 #[derive(Debug, Clone)]
 pub struct RateLimitConfig {
+    pub mode: RateLimitMode,
     pub backend: RateLimitBackend,
     pub timeout: Duration,
     pub on_backend_error: OnBackendError,

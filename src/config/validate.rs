@@ -323,7 +323,29 @@ impl Checker {
             Some(n) => n,
             None => 3,
         };
+        let mode = match r.mode.as_deref().unwrap_or("exact") {
+            "exact" => RateLimitMode::Exact,
+            "batched" => RateLimitMode::Batched(self.duration(
+                "ratelimit.batch_interval",
+                r.batch_interval.as_deref(),
+                Duration::from_millis(20),
+            )),
+            other => {
+                self.problem(
+                    "ratelimit.mode",
+                    format!("{other:?} must be \"exact\" or \"batched\""),
+                );
+                RateLimitMode::Exact
+            }
+        };
+        if r.batch_interval.is_some() && mode == RateLimitMode::Exact {
+            self.problem(
+                "ratelimit.batch_interval",
+                "only applies with mode = \"batched\"",
+            );
+        }
         RateLimitConfig {
+            mode,
             backend,
             timeout: self.duration(
                 "ratelimit.timeout",

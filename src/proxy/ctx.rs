@@ -30,7 +30,9 @@ impl Drop for InflightGuard {
 
 pub struct RequestCtx {
     pub start: Instant,
-    pub request_id: String,
+    /// Kept as a header value: a client's id is reused without copying, ours
+    /// is formatted once; both go upstream and back to the client.
+    pub request_id: http::HeaderValue,
     /// The TCP peer.
     pub peer_ip: Option<IpAddr>,
     /// The client per the trusted-proxy rule.
@@ -67,10 +69,15 @@ impl RequestCtx {
         }
     }
 
+    /// The request id as text (sane ids are ASCII).
+    pub fn request_id(&self) -> &str {
+        self.request_id.to_str().unwrap_or("")
+    }
+
     pub fn new(inflight: &IntGauge) -> RequestCtx {
         RequestCtx {
             start: Instant::now(),
-            request_id: String::new(),
+            request_id: http::HeaderValue::from_static(""),
             peer_ip: None,
             client_ip: None,
             peer_trusted: false,

@@ -23,13 +23,14 @@ pub fn is_sane_request_id(v: &[u8]) -> bool {
 }
 
 /// The client's request id if sane, else a fresh time-ordered UUID.
-pub fn request_id(req: &RequestHeader) -> String {
+pub fn request_id(req: &RequestHeader) -> http::HeaderValue {
     match req.headers.get(REQUEST_ID) {
-        Some(v) if is_sane_request_id(v.as_bytes()) => {
-            // Sane ids are ASCII, so this never fails.
-            String::from_utf8_lossy(v.as_bytes()).into_owned()
+        Some(v) if is_sane_request_id(v.as_bytes()) => v.clone(),
+        _ => {
+            let mut buf = uuid::Uuid::encode_buffer();
+            let id = crate::ids::uuid_v7().hyphenated().encode_lower(&mut buf);
+            http::HeaderValue::from_str(id).unwrap_or_else(|_| http::HeaderValue::from_static(""))
         }
-        _ => crate::ids::uuid_v7().hyphenated().to_string(),
     }
 }
 
@@ -111,6 +112,7 @@ mod tests {
         assert_eq!(request_id(&req(&[("X-Request-Id", "keep-me")])), "keep-me");
         let fresh = request_id(&req(&[("x-request-id", "bad id")]));
         assert_eq!(fresh.len(), 36);
+        assert_ne!(fresh, "bad id");
         assert_ne!(fresh, request_id(&req(&[])));
     }
 

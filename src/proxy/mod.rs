@@ -88,7 +88,7 @@ impl ProxyState {
         let key = ctx.key.as_ref();
         usage.record(UsageRecord {
             id: crate::ids::uuid_v7(),
-            request_id: std::mem::take(&mut ctx.request_id),
+            request_id: ctx.request_id().to_owned(),
             ts_ms: ctx.start_ms,
             key_id: key.map(|k| k.id),
             owner_id: key.map(|k| k.owner_id().clone()),

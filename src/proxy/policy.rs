@@ -210,7 +210,7 @@ impl Policy {
             }
         }
         headers::set_forwarded(req, ctx.peer_ip, ctx.peer_trusted)?;
-        req.insert_header(headers::REQUEST_ID, ctx.request_id.as_str())?;
+        req.insert_header(headers::REQUEST_ID, ctx.request_id.clone())?;
         if let Some(key) = &ctx.key {
             req.insert_header(KEY_ID, key.key_id_header())?;
             req.insert_header(OWNER_ID, key.owner.header.clone())?;

@@ -137,7 +137,7 @@ impl ProxyHttp for Proxy {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        resp.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        resp.insert_header(REQUEST_ID, ctx.request_id.clone())?;
         self.state.response_headers(resp, ctx)
     }
 
@@ -155,7 +155,7 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let outcome = classify(e);
-        tracing::debug!(request_id = %ctx.request_id, error = %e, outcome = outcome.as_str(), "proxy failure");
+        tracing::debug!(request_id = ctx.request_id(), error = %e, outcome = outcome.as_str(), "proxy failure");
         ctx.outcome = outcome;
         let error_code = if session.response_written().is_some() || outcome == Outcome::ClientClosed
         {
@@ -183,10 +183,10 @@ impl Proxy {
     /// Answers with a rejection's JSON body and headers.
     async fn reject(&self, session: &mut Session, ctx: &mut RequestCtx, rejection: Rejection) {
         ctx.outcome = rejection.outcome;
-        let body = rejection.body(&ctx.request_id);
+        let body = rejection.body(ctx.request_id());
         let header = rejection
             .header(
-                &ctx.request_id,
+                ctx.request_id(),
                 body.len(),
                 &self.state.policy.www_authenticate,
             )

@@ -7,6 +7,7 @@
 //! and `on_backend_error` decides: `local` limits per instance in memory,
 //! `allow` lets traffic through, `deny` answers 503.
 
+pub mod batched;
 pub mod blocked;
 pub mod breaker;
 pub mod decision;
@@ -49,6 +50,9 @@ pub type LimitResult = Result<Option<RateStatus>, (Rejection, Option<RateStatus>
 
 pub struct Limiter {
     redis: Option<Arc<RedisBackend>>,
+    /// Set in batched mode: local counting, flushed to Redis.
+    batched: Option<batched::BatchedLimiter>,
+    batch_interval: Duration,
     local: MemoryLimiter,
     blocked: BlockCache,
     on_error: OnBackendError,
@@ -73,15 +77,23 @@ impl Limiter {
         clock: Clock,
     ) -> Result<Limiter, LimiterError> {
         let rl = &config.ratelimit;
-        let redis = match &rl.backend {
+        let redis: Option<Arc<RedisBackend>> = match &rl.backend {
             RateLimitBackend::Memory => None,
             RateLimitBackend::Redis(url) => Some(Arc::new(
                 RedisBackend::new(url.expose(), rl.breaker_failures)
                     .map_err(|e| LimiterError(e.to_string()))?,
             )),
         };
+        let (batched, batch_interval) = match (&redis, rl.mode) {
+            (Some(r), crate::config::RateLimitMode::Batched(every)) => {
+                (Some(batched::BatchedLimiter::new(r.clone())), every)
+            }
+            _ => (None, Duration::from_secs(1)),
+        };
         Ok(Limiter {
             redis,
+            batched,
+            batch_interval,
             local: MemoryLimiter::default(),
             blocked: BlockCache::default(),
             on_error: rl.on_backend_error,
@@ -130,6 +142,9 @@ impl Limiter {
         let route = route.unwrap_or(usize::MAX);
         let route16 = route.min(usize::from(u16::MAX)) as u16;
         let caps = self.route_caps.get(route).copied().unwrap_or_default();
+        if key.limits().is_empty() && caps.is_empty() {
+            return Ok(None);
+        }
         let checks = plan(key.limits(), route16, &caps);
         if checks.is_empty() {
             return Ok(None);
@@ -141,7 +156,7 @@ impl Limiter {
         let spans: Vec<Span> = checks.iter().map(|c| Span::at(c.window, now)).collect();
         let verdict = match &self.redis {
             None => self.local.check(key.limit_id, &checks, &spans),
-            Some(r) => match self.redis_check(r, key, &checks, &spans, route).await {
+            Some(r) => match self.backend_check(r, key, &checks, &spans, route).await {
                 Some(v) => v,
                 None => match self.on_error {
                     OnBackendError::Local => self.local.check(key.limit_id, &checks, &spans),
@@ -159,7 +174,49 @@ impl Limiter {
         self.conclude(key, &checks, verdict, route, now)
     }
 
-    /// `None` when Redis could not answer (and the fallback applies).
+    /// The Redis decision, exact or batched; `None` when Redis could not
+    /// answer (and the fallback applies).
+    async fn backend_check(
+        &self,
+        r: &RedisBackend,
+        key: &KeyEntry,
+        checks: &[Check],
+        spans: &[Span],
+        route: usize,
+    ) -> Option<Verdict> {
+        let Some(b) = &self.batched else {
+            return self.redis_check(r, key, checks, spans, route).await;
+        };
+        if r.breaker.is_open() {
+            return None;
+        }
+        let name = self.route_names.get(route).map_or("", |n| n);
+        if let Some(v) = b.try_check(key.limit_id, checks, spans, name) {
+            return Some(v);
+        }
+        // First use of this key here: read its windows from Redis first.
+        match tokio::time::timeout(
+            self.timeout,
+            b.sync_key(key.limit_id, checks, spans, name, self.probe_timeout()),
+        )
+        .await
+        {
+            Ok(Ok(())) => {
+                r.breaker.success();
+                b.try_check(key.limit_id, checks, spans, name)
+            }
+            Ok(Err(e)) => {
+                self.failed(r, &e.to_string());
+                None
+            }
+            Err(_) => {
+                self.failed(r, "timed out");
+                None
+            }
+        }
+    }
+
+    /// The exact decision: one script call per request.
     async fn redis_check(
         &self,
         r: &RedisBackend,
@@ -335,8 +392,33 @@ impl Limiter {
         }
     }
 
+    /// Batched mode: flushes local counts to Redis every `batch_interval`.
+    async fn run_flush(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let (Some(b), Some(r)) = (&self.batched, &self.redis) else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.batch_interval) => {}
+                _ = stop.wait_for(|s| *s) => break,
+            }
+            if r.breaker.is_open() {
+                continue;
+            }
+            match b.flush(self.probe_timeout()).await {
+                Ok(_) => r.breaker.success(),
+                Err(e) => self.failed(r, &e.to_string()),
+            }
+        }
+        // Counted here but not yet in Redis: one last flush.
+        let _ = b.flush(self.probe_timeout()).await;
+    }
+
     /// Probes Redis while the breaker is open, and sweeps stale local state.
     pub async fn run_background(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        if self.batched.is_some() {
+            tokio::spawn(self.clone().run_flush(stop.clone()));
+        }
         let mut sweep = tokio::time::interval(Duration::from_secs(30));
         loop {
             tokio::select! {
@@ -345,6 +427,9 @@ impl Limiter {
                     let now = self.clock.now_ms().max(0) as u64;
                     self.blocked.sweep(now);
                     self.local.sweep(now);
+                    if let Some(b) = &self.batched {
+                        b.sweep();
+                    }
                     continue;
                 }
                 _ = stop.wait_for(|s| *s) => return,

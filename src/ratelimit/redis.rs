@@ -150,6 +150,16 @@ impl RedisBackend {
             .cloned()
     }
 
+    /// Runs a script invocation on this thread's connection.
+    pub async fn invoke(
+        &self,
+        inv: &redis::ScriptInvocation<'_>,
+        timeout: Duration,
+    ) -> Result<Vec<i64>, redis::RedisError> {
+        let mut conn = self.conn(timeout).await?;
+        inv.invoke_async(&mut conn).await
+    }
+
     /// Runs the script; returns whether the request was admitted and counted,
     /// and the counts before it.
     pub async fn check(
