@@ -136,6 +136,29 @@ fn policy_benches(c: &mut Criterion) {
         b.iter(|| entry.ip_allowed(black_box(v6)))
     });
 
+    // The local (memory / fallback) rate-limit decision for a key with four windows.
+    let limiter = keygate::ratelimit::memory::MemoryLimiter::default();
+    let limits = Limits {
+        second: Some(1 << 40),
+        minute: Some(1 << 40),
+        hour: Some(1 << 40),
+        day: Some(1 << 40),
+        month: None,
+    };
+    let checks = keygate::ratelimit::decision::plan(&limits, 0, &Limits::default());
+    let id = Uuid::now_v7();
+    c.bench_function("ratelimit/local_decision_4_windows", |b| {
+        b.iter(|| {
+            let now =
+                1_800_000_000_000 + (std::time::Instant::now().elapsed().as_nanos() as u64 % 1000);
+            let spans: Vec<_> = checks
+                .iter()
+                .map(|c| keygate::ratelimit::decision::Span::at(c.window, now))
+                .collect();
+            black_box(limiter.check(id, black_box(&checks), &spans).allowed)
+        })
+    });
+
     let many = config(100);
     let router = Router::new(&many.routes);
     c.bench_function("route/match_100_routes", |b| {

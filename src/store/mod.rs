@@ -140,6 +140,80 @@ pub struct KeyQuery {
     pub limit: u32,
 }
 
+impl Changes {
+    /// The changes after `seq`: `(change number, row)` of changed keys and
+    /// `(change number, key hash)` of deleted ones.
+    pub(crate) fn from_rows(
+        seq: i64,
+        upserts: Vec<(i64, KeyRow)>,
+        tombstones: Vec<(i64, Option<Vec<u8>>)>,
+    ) -> Changes {
+        let mut out = Changes {
+            seq,
+            ..Changes::default()
+        };
+        for (s, row) in upserts {
+            out.seq = out.seq.max(s);
+            out.upserts.push(row);
+        }
+        for (s, hash) in tombstones {
+            out.seq = out.seq.max(s);
+            match hash.as_deref().and_then(KeyHash::from_slice) {
+                Some(h) => out.deletes.push(h),
+                None => out.reload = true,
+            }
+        }
+        out
+    }
+}
+
+impl KeyRecord {
+    /// The API view of a key: its sync row plus the display fields.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn from_row(
+        k: KeyRow,
+        name: String,
+        prefix: String,
+        hint: String,
+        tags: Vec<String>,
+        revoked_at: Option<DateTime<Utc>>,
+        revoked_reason: Option<String>,
+        created_at: DateTime<Utc>,
+        updated_at: DateTime<Utc>,
+        last_used_at: Option<DateTime<Utc>>,
+        use_count: i64,
+        now: DateTime<Utc>,
+    ) -> KeyRecord {
+        let mut record = KeyRecord {
+            id: k.id,
+            owner_id: k.owner_id,
+            name,
+            prefix,
+            hint,
+            scopes: k.scopes,
+            allowed_cidrs: k.allowed_cidrs,
+            allowed_routes: k.allowed_routes,
+            rate_limits: k.rate_limits,
+            metadata: k.metadata,
+            tags,
+            enabled: k.enabled,
+            expires_at: k.expires_at,
+            revoked_at,
+            revoked_reason,
+            created_at,
+            updated_at,
+            last_used_at,
+            use_count,
+            status: KeyStatus::Active,
+            rotated_to: k.rotated_to,
+            rotated_at: k.rotated_at,
+            lineage_id: k.lineage_id,
+        };
+        record.status = record.status_at(now);
+        record
+    }
+}
+
 /// A sink for a streamed snapshot.
 pub type SnapshotSink<'a> = &'a mut (dyn FnMut(KeyRow) + Send);
 

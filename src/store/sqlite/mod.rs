@@ -28,7 +28,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 
 const KEY_COLUMNS: &str = "k.id, k.key_hash, k.prefix, k.hint, k.owner_id, k.name, k.scopes, k.allowed_cidrs, \
      k.allowed_routes, k.rate_limits, k.metadata, k.tags, k.enabled, k.expires_at, k.revoked_at, \
-     k.revoked_reason, k.created_at, k.updated_at, k.rotated_to, k.rotated_at, k.lineage_id, k.change_seq, \
+     k.revoked_reason, k.created_at, k.updated_at, k.rotated_to, k.rotated_at, k.lineage_id, k.change_seq, k.revoked_at IS NOT NULL AS revoked, \
      COALESCE(u.use_count, 0) AS use_count, u.last_used_at \
      FROM api_keys k LEFT JOIN api_key_usage u ON u.key_id = k.id";
 
@@ -191,43 +191,20 @@ fn decode(row: &SqliteRow, now: DateTime<Utc>) -> Result<KeyRecord, StoreError> 
             .map(|v| v.map(time))
             .map_err(g)
     };
-    let mut record = KeyRecord {
-        id: row.try_get("id").map_err(g)?,
-        owner_id: row.try_get("owner_id").map_err(g)?,
-        name: row.try_get("name").map_err(g)?,
-        prefix: row.try_get("prefix").map_err(g)?,
-        hint: row.try_get("hint").map_err(g)?,
-        scopes: row.try_get::<Json<Vec<String>>, _>("scopes").map_err(g)?.0,
-        allowed_cidrs: parse_cidrs(
-            &row.try_get::<Json<Vec<String>>, _>("allowed_cidrs")
-                .map_err(g)?
-                .0,
-        )?,
-        allowed_routes: row
-            .try_get::<Json<Vec<String>>, _>("allowed_routes")
-            .map_err(g)?
-            .0,
-        rate_limits: row.try_get::<Json<Limits>, _>("rate_limits").map_err(g)?.0,
-        metadata: row
-            .try_get::<Json<BTreeMap<String, String>>, _>("metadata")
-            .map_err(g)?
-            .0,
-        tags: row.try_get::<Json<Vec<String>>, _>("tags").map_err(g)?.0,
-        enabled: row.try_get("enabled").map_err(g)?,
-        expires_at: t("expires_at")?,
-        revoked_at: t("revoked_at")?,
-        revoked_reason: row.try_get("revoked_reason").map_err(g)?,
-        created_at: t("created_at")?.unwrap_or_default(),
-        updated_at: t("updated_at")?.unwrap_or_default(),
-        last_used_at: t("last_used_at")?,
-        use_count: row.try_get("use_count").map_err(g)?,
-        status: KeyStatus::Active,
-        rotated_to: row.try_get("rotated_to").map_err(g)?,
-        rotated_at: t("rotated_at")?,
-        lineage_id: row.try_get("lineage_id").map_err(g)?,
-    };
-    record.status = record.status_at(now);
-    Ok(record)
+    Ok(KeyRecord::from_row(
+        decode_row(row)?,
+        row.try_get("name").map_err(g)?,
+        row.try_get("prefix").map_err(g)?,
+        row.try_get("hint").map_err(g)?,
+        row.try_get::<Json<Vec<String>>, _>("tags").map_err(g)?.0,
+        t("revoked_at")?,
+        row.try_get("revoked_reason").map_err(g)?,
+        t("created_at")?.unwrap_or_default(),
+        t("updated_at")?.unwrap_or_default(),
+        t("last_used_at")?,
+        row.try_get("use_count").map_err(g)?,
+        now,
+    ))
 }
 
 /// The columns the key table needs (see [`KeyRow`]).
@@ -533,31 +510,20 @@ impl Store for SqliteStore {
         .await
         .map_err(db_err)?;
         tx.commit().await.map_err(db_err)?;
-        let mut out = Changes {
-            seq,
-            ..Changes::default()
-        };
-        for r in &rows {
-            out.seq = out
-                .seq
-                .max(r.try_get::<i64, _>("change_seq").map_err(db_err)?);
-            out.upserts.push(decode_row(r)?);
-        }
-        for t in &tombs {
-            out.seq = out
-                .seq
-                .max(t.try_get::<i64, _>("change_seq").map_err(db_err)?);
-            match t
-                .try_get::<Option<Vec<u8>>, _>("key_hash")
-                .map_err(db_err)?
-                .as_deref()
-                .and_then(KeyHash::from_slice)
-            {
-                Some(h) => out.deletes.push(h),
-                None => out.reload = true,
-            }
-        }
-        Ok(out)
+        let upserts = rows
+            .iter()
+            .map(|r| Ok((r.try_get("change_seq").map_err(db_err)?, decode_row(r)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let tombstones = tombs
+            .iter()
+            .map(|t| {
+                Ok((
+                    t.try_get("change_seq").map_err(db_err)?,
+                    t.try_get("key_hash").map_err(db_err)?,
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(Changes::from_rows(seq, upserts, tombstones))
     }
 
     async fn listen(&self) -> Result<Option<Box<dyn ChangeListener>>, StoreError> {
