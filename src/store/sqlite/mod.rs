@@ -2,6 +2,7 @@
 //! transactions take SQLite's write lock up front (`BEGIN IMMEDIATE`); triggers
 //! number every key change, and gateways poll for changes (no LISTEN/NOTIFY).
 
+mod rows;
 mod usage;
 
 use std::path::Path;
@@ -12,25 +13,18 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::types::Json;
 use sqlx::{Row, Sqlite, Transaction};
 use uuid::Uuid;
 
-use super::model::{KeyRecord, KeyStatus};
+use super::model::KeyRecord;
 use super::*;
 use crate::audit::chain::diff;
-use crate::auth::hash::KeyHash;
+use rows::{KEY_COLUMNS, SYNC_COLUMNS, decode, decode_row, status_clause};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-
-const KEY_COLUMNS: &str = "k.id, k.key_hash, k.prefix, k.hint, k.owner_id, k.name, k.scopes, k.allowed_cidrs, \
-     k.allowed_routes, k.rate_limits, k.metadata, k.tags, k.enabled, k.expires_at, k.revoked_at, \
-     k.revoked_reason, k.created_at, k.updated_at, k.rotated_to, k.rotated_at, k.lineage_id, k.change_seq, k.revoked_at IS NOT NULL AS revoked, \
-     COALESCE(u.use_count, 0) AS use_count, u.last_used_at \
-     FROM api_keys k LEFT JOIN api_key_usage u ON u.key_id = k.id";
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -181,83 +175,6 @@ impl SqliteStore {
             .await
             .map_err(db_err)?;
         Ok(())
-    }
-}
-
-fn decode(row: &SqliteRow, now: DateTime<Utc>) -> Result<KeyRecord, StoreError> {
-    let g = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
-    let t = |c: &str| {
-        row.try_get::<Option<i64>, _>(c)
-            .map(|v| v.map(time))
-            .map_err(g)
-    };
-    Ok(KeyRecord::from_row(
-        decode_row(row)?,
-        row.try_get("name").map_err(g)?,
-        row.try_get("prefix").map_err(g)?,
-        row.try_get("hint").map_err(g)?,
-        row.try_get::<Json<Vec<String>>, _>("tags").map_err(g)?.0,
-        t("revoked_at")?,
-        row.try_get("revoked_reason").map_err(g)?,
-        t("created_at")?.unwrap_or_default(),
-        t("updated_at")?.unwrap_or_default(),
-        t("last_used_at")?,
-        row.try_get("use_count").map_err(g)?,
-        now,
-    ))
-}
-
-/// The columns the key table needs (see [`KeyRow`]).
-const SYNC_COLUMNS: &str = "id, key_hash, owner_id, scopes, allowed_cidrs, allowed_routes, rate_limits, metadata, \
-     enabled, expires_at, revoked_at IS NOT NULL AS revoked, rotated_to, rotated_at, lineage_id, change_seq FROM api_keys";
-
-fn decode_row(row: &SqliteRow) -> Result<KeyRow, StoreError> {
-    let g = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
-    let t = |c: &str| {
-        row.try_get::<Option<i64>, _>(c)
-            .map(|v| v.map(time))
-            .map_err(g)
-    };
-    let hash: Vec<u8> = row.try_get("key_hash").map_err(g)?;
-    Ok(KeyRow {
-        id: row.try_get("id").map_err(g)?,
-        hash: KeyHash::from_slice(&hash)
-            .ok_or_else(|| StoreError::Corrupt("key hash is not 32 bytes".into()))?,
-        owner_id: row.try_get("owner_id").map_err(g)?,
-        scopes: row.try_get::<Json<Vec<String>>, _>("scopes").map_err(g)?.0,
-        allowed_cidrs: parse_cidrs(
-            &row.try_get::<Json<Vec<String>>, _>("allowed_cidrs")
-                .map_err(g)?
-                .0,
-        )?,
-        allowed_routes: row
-            .try_get::<Json<Vec<String>>, _>("allowed_routes")
-            .map_err(g)?
-            .0,
-        rate_limits: row.try_get::<Json<Limits>, _>("rate_limits").map_err(g)?.0,
-        metadata: row
-            .try_get::<Json<BTreeMap<String, String>>, _>("metadata")
-            .map_err(g)?
-            .0,
-        enabled: row.try_get("enabled").map_err(g)?,
-        expires_at: t("expires_at")?,
-        revoked: row.try_get("revoked").map_err(g)?,
-        rotated_to: row.try_get("rotated_to").map_err(g)?,
-        rotated_at: t("rotated_at")?,
-        lineage_id: row.try_get("lineage_id").map_err(g)?,
-    })
-}
-
-fn status_clause(s: KeyStatus) -> &'static str {
-    match s {
-        KeyStatus::Revoked => "k.revoked_at IS NOT NULL",
-        KeyStatus::Expired => "k.revoked_at IS NULL AND k.expires_at <= ?5",
-        KeyStatus::Disabled => {
-            "k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > ?5) AND NOT k.enabled"
-        }
-        KeyStatus::Active => {
-            "k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > ?5) AND k.enabled"
-        }
     }
 }
 
