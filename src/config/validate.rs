@@ -593,8 +593,11 @@ impl Checker {
         let mut rate_limits = Limits::default();
         for (window, limit) in &r.rate_limits {
             match Window::parse(window) {
-                Some(_) if *limit == 0 || *limit > crate::ratelimit::window::MAX_LIMIT => {
-                    self.problem(format!("{p}.rate_limits.{window}"), "must be 1 to 10^15");
+                Some(_) if !crate::ratelimit::window::valid_limit(*limit) => {
+                    self.problem(
+                        format!("{p}.rate_limits.{window}"),
+                        crate::ratelimit::window::LIMIT_RANGE,
+                    );
                 }
                 Some(w) => rate_limits.set(w, Some(*limit)),
                 None => self.problem(

@@ -20,6 +20,8 @@ use crate::store::{DynStore, KeyChange, KeyPatch, KeyQuery, NewKey, StoreError};
 
 pub const MAX_PAGE: u32 = 1000;
 
+/// The longest rotation grace period, for the CLI and the admin API alike.
+pub const MAX_GRACE: chrono::Duration = chrono::Duration::days(366);
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     #[error("invalid input: {}", .0.iter().map(|f| format!("{}: {}", f.field, f.message)).collect::<Vec<_>>().join("; "))]
@@ -345,21 +347,25 @@ impl KeyService {
             .await?)
     }
 
-    /// A new secret for the key's lineage; the old key works until `grace` ends.
+    /// A new secret for the key's lineage; the old key works until `grace`
+    /// (at most [`MAX_GRACE`]) ends.
     pub async fn rotate(
         &self,
         id: Uuid,
         grace: Duration,
         actor: &Actor,
     ) -> Result<RotatedKey, ServiceError> {
+        let grace = chrono::Duration::from_std(grace)
+            .ok()
+            .filter(|g| *g <= MAX_GRACE)
+            .ok_or_else(|| {
+                ServiceError::Invalid(vec![FieldError {
+                    field: "grace".into(),
+                    message: "a duration up to a year, e.g. \"24h\"".into(),
+                }])
+            })?;
         let old = self.get(id).await?;
         let (secret, new) = self.new_secret(&old.prefix)?;
-        let grace = chrono::Duration::from_std(grace).map_err(|_| {
-            ServiceError::Invalid(vec![FieldError {
-                field: "grace".into(),
-                message: "too long".into(),
-            }])
-        })?;
         let until = new.created_at + grace;
         let audit = draft(actor, "key.rotate", Some(id));
         let (key, previous) = self.store.rotate_key(id, &new, until, audit).await?;
@@ -373,7 +379,7 @@ impl KeyService {
     pub async fn delete(&self, id: Uuid, actor: &Actor) -> Result<(), ServiceError> {
         Ok(self
             .store
-            .delete_key(id, draft(actor, "key.delete", Some(id)))
+            .delete_key(id, self.clock.now(), draft(actor, "key.delete", Some(id)))
             .await?)
     }
 

@@ -115,8 +115,11 @@ pub fn routes(e: &mut Errors, v: &[String], known: &HashSet<String>) {
 
 pub fn limits(e: &mut Errors, v: &Limits) {
     for (w, n) in v.iter() {
-        if n == 0 {
-            e.add(format!("rate_limits.{w}"), "must be at least 1");
+        if !crate::ratelimit::window::valid_limit(n) {
+            e.add(
+                format!("rate_limits.{w}"),
+                crate::ratelimit::window::LIMIT_RANGE,
+            );
         }
     }
 }

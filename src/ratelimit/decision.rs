@@ -78,7 +78,9 @@ pub fn admits(limit: u64, est: f64) -> bool {
 /// How long until one more request would be admitted, with no other traffic.
 /// Never early: a request after this wait is admitted (if nothing else came).
 pub fn retry_after_ms(check: &Check, span: &Span, c: Counts) -> u64 {
-    if !span.sliding {
+    if !span.sliding || check.limit == 0 {
+        // A zero limit (only reachable from a hand-edited row) never admits:
+        // answer with the bucket's end rather than an infinite wait.
         return span.left_ms().max(1);
     }
     let limit = check.limit as f64;
@@ -224,6 +226,15 @@ mod tests {
         assert!((estimate(&s, counts) - 5.0).abs() < 1e-9);
         assert!(evaluate(&[c], &[s], &[Counts { curr: 4, prev: 10 }]).allowed);
         assert!(!evaluate(&[c], &[s], &[Counts { curr: 5, prev: 10 }]).allowed);
+    }
+
+    #[test]
+    fn a_zero_limit_refuses_with_a_finite_wait() {
+        let c = check(Window::Second, 0);
+        let s = Span::at(Window::Second, 1_000 * 50 + 100);
+        let v = evaluate(&[c], &[s], &[Counts { curr: 0, prev: 0 }]);
+        assert!(!v.allowed);
+        assert_eq!(retry_after_ms(&c, &s, Counts { curr: 0, prev: 0 }), 900);
     }
 
     #[test]

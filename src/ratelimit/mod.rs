@@ -287,7 +287,7 @@ impl Limiter {
                     key.limit_id,
                     check.scope,
                     Block {
-                        until_ms: now + wait,
+                        until_ms: now.saturating_add(wait),
                         window: check.window,
                     },
                 );

@@ -162,6 +162,14 @@ pub struct Limits {
 /// The largest limit: counts stay exact as doubles in Redis's Lua.
 pub const MAX_LIMIT: u64 = 1_000_000_000_000_000;
 
+/// Whether `n` may be a limit (of a key or a route): 1 to [`MAX_LIMIT`].
+pub fn valid_limit(n: u64) -> bool {
+    (1..=MAX_LIMIT).contains(&n)
+}
+
+/// The error for a limit outside [`valid_limit`].
+pub const LIMIT_RANGE: &str = "must be 1 to 10^15";
+
 /// A limit: a whole number up to [`MAX_LIMIT`], also when written `100.0`
 /// (JSON does not tell integers from floats).
 fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {

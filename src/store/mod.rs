@@ -264,7 +264,12 @@ pub trait Store: Send + Sync + 'static {
         grace_until: DateTime<Utc>,
         audit: AuditDraft,
     ) -> Result<(KeyRecord, KeyRecord), StoreError>;
-    async fn delete_key(&self, id: Uuid, audit: AuditDraft) -> Result<(), StoreError>;
+    async fn delete_key(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError>;
 
     // Key reads.
     async fn get_key(&self, id: Uuid, now: DateTime<Utc>) -> Result<Option<KeyRecord>, StoreError>;

@@ -88,6 +88,9 @@ impl Spool {
     pub fn append(&self, records: &[UsageRecord]) -> io::Result<usize> {
         let mut lines = Vec::with_capacity(records.len() * 256);
         let mut stored = 0;
+        // Held from the bound check to the write: concurrent appenders (proxy
+        // threads with a full queue, the writer) cannot overshoot the bound.
+        let mut st = self.state.lock();
         let mut used = self.used_bytes();
         for r in records {
             let json = serde_json::to_vec(r).map_err(io::Error::other)?;
@@ -104,7 +107,6 @@ impl Spool {
         if stored == 0 {
             return Ok(0);
         }
-        let mut st = self.state.lock();
         if st.open.is_none() {
             let seq = st.next_seq;
             st.next_seq += 1;

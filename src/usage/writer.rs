@@ -54,13 +54,13 @@ impl UsageWriter {
             while let Ok(r) = self.rx.try_recv() {
                 batch.push(r);
                 if batch.len() >= self.batch_size {
-                    self.flush(&mut batch).await;
+                    self.flush(&mut batch, WRITE_TIMEOUT).await;
                     last_flush = Instant::now();
                 }
             }
             self.metrics.usage_queue_depth.set(self.rx.len() as i64);
             if last_flush.elapsed() >= self.flush_interval {
-                self.flush(&mut batch).await;
+                self.flush(&mut batch, WRITE_TIMEOUT).await;
                 self.replay().await;
                 last_flush = Instant::now();
             }
@@ -75,19 +75,13 @@ impl UsageWriter {
             batch.push(r);
         }
         let n = batch.len();
-        if how == Stop::Graceful && !batch.is_empty() && self.store_up() {
-            match tokio::time::timeout(FINAL_WRITE_TIMEOUT, self.store.write_usage(&batch)).await {
-                Ok(Ok(_)) => {
-                    self.written(&batch);
-                    batch.clear();
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, records = n, "usage: final write failed; spooling")
-                }
-                Err(_) => tracing::warn!(records = n, "usage: final write timed out; spooling"),
+        match how {
+            Stop::Graceful => self.flush(&mut batch, FINAL_WRITE_TIMEOUT).await,
+            Stop::Fast => {
+                self.log_access(&batch);
+                self.to_spool(&batch);
             }
         }
-        self.to_spool(&batch);
         if let Err(e) = self.spool.seal() {
             tracing::error!(error = %e, "usage: cannot seal the spool");
         }
@@ -125,17 +119,22 @@ impl UsageWriter {
         self.metrics.usage(UsageResult::Written, batch.len() as u64);
     }
 
-    async fn flush(&mut self, batch: &mut Vec<UsageRecord>) {
-        if batch.is_empty() {
-            return;
-        }
+    fn log_access(&self, batch: &[UsageRecord]) {
         if self.access_log {
-            for r in batch.iter() {
+            for r in batch {
                 access_log(r);
             }
         }
+    }
+
+    /// Writes the batch to the store within `limit`, else to the spool.
+    async fn flush(&mut self, batch: &mut Vec<UsageRecord>, limit: Duration) {
+        if batch.is_empty() {
+            return;
+        }
+        self.log_access(batch);
         if self.store_up() {
-            match tokio::time::timeout(WRITE_TIMEOUT, self.store.write_usage(batch)).await {
+            match tokio::time::timeout(limit, self.store.write_usage(batch)).await {
                 Ok(Ok(_)) => {
                     self.store_ok();
                     self.written(batch);

@@ -326,8 +326,12 @@ impl Store for PgStore {
         Ok((created, prev))
     }
 
-    async fn delete_key(&self, id: Uuid, audit: AuditDraft) -> Result<(), StoreError> {
-        let now = Utc::now();
+    async fn delete_key(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError> {
         let mut tx = self.begin_locked().await?;
         let gone = sqlx::query("DELETE FROM api_keys WHERE id = $1")
             .bind(id)

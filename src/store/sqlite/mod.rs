@@ -327,8 +327,12 @@ impl Store for SqliteStore {
         Ok((created, prev))
     }
 
-    async fn delete_key(&self, id: Uuid, audit: AuditDraft) -> Result<(), StoreError> {
-        let now = Utc::now();
+    async fn delete_key(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         let gone = sqlx::query("DELETE FROM api_keys WHERE id = ?1")
             .bind(id)

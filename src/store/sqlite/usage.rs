@@ -34,7 +34,7 @@ pub async fn write(pool: &SqlitePool, batch: &[UsageRecord]) -> Result<u64, Stor
     let mut uses: HashMap<Uuid, (i64, i64)> = HashMap::new();
     let mut inserted = 0u64;
     for r in batch {
-        let ts = r.ts_ms * 1000;
+        let ts = r.ts_ms.saturating_mul(1000);
         let done = sqlx::query(
             "INSERT OR IGNORE INTO usage_events (id, request_id, ts, key_id, owner_id, route, method, status, outcome, \
              latency_us, upstream_latency_us, bytes_in, bytes_out, client_ip, deprecated_key) \
