@@ -13,25 +13,11 @@ pub fn init(cfg: &LogConfig) {
     // Pingora logs through the `log` crate. Cap the bridge at the most verbose
     // level the filter can let through, so that Pingora's per-request debug
     // calls stop at `log`'s static check instead of reaching the subscriber.
-    let max = match filter.max_level_hint() {
-        Some(l) if l >= tracing_subscriber::filter::LevelFilter::TRACE => {
-            tracing_log::log::LevelFilter::Trace
-        }
-        Some(l) if l >= tracing_subscriber::filter::LevelFilter::DEBUG => {
-            tracing_log::log::LevelFilter::Debug
-        }
-        Some(l) if l >= tracing_subscriber::filter::LevelFilter::INFO => {
-            tracing_log::log::LevelFilter::Info
-        }
-        Some(l) if l >= tracing_subscriber::filter::LevelFilter::WARN => {
-            tracing_log::log::LevelFilter::Warn
-        }
-        Some(l) if l >= tracing_subscriber::filter::LevelFilter::ERROR => {
-            tracing_log::log::LevelFilter::Error
-        }
-        Some(_) => tracing_log::log::LevelFilter::Off,
-        None => tracing_log::log::LevelFilter::Trace,
-    };
+    let max = filter
+        .max_level_hint()
+        .map_or(tracing_log::log::LevelFilter::Trace, |l| {
+            tracing_log::AsLog::as_log(&l)
+        });
     let _ = tracing_log::LogTracer::builder().with_max_level(max).init();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::AdminState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::ApiJson;
-use crate::auth::{key, scope};
+use crate::auth::scope;
 use crate::outcome::{Detail, Outcome, Rejection};
 use crate::usage::UsageRecord;
 
@@ -103,13 +103,8 @@ pub async fn verify(
     if let Some(r) = route {
         scopes.extend(policy.route_config(r).scopes.iter().cloned());
     }
-    // Over-long input is refused before it is hashed, as in the proxy.
-    let presented = if req.key.len() > key::MAX_KEY_LEN {
-        ""
-    } else {
-        req.key.as_str()
-    };
-    let decision = match policy.check_key(presented, route, &scopes, ip) {
+    // `check_key` refuses malformed and over-long keys before hashing.
+    let decision = match policy.check_key(&req.key, route, &scopes, ip) {
         Ok(entry) => match proxy.limiter.check(&entry, route).await {
             Ok(status) => Ok((entry, status)),
             Err((r, _)) => Err((r, Some(entry))),

@@ -208,17 +208,13 @@ impl KeyService {
         v::limits(&mut e, &req.rate_limits);
         v::metadata(&mut e, &req.metadata);
         v::tags(&mut e, &req.tags);
-        let expires_at = match (&req.expires_in, req.expires_at) {
-            (Some(_), Some(_)) => {
-                e.add("expires_in", "give expires_at or expires_in, not both");
-                None
-            }
-            (Some(d), None) => v::expires_in(&mut e, d, now),
-            (None, at) => {
-                v::expires_at(&mut e, "expires_at", at, now);
-                at
-            }
-        };
+        let expires_at = v::expiry(
+            &mut e,
+            req.expires_in.as_deref(),
+            req.expires_at.map(Some),
+            now,
+        )
+        .flatten();
         e.into_result(()).map_err(ServiceError::Invalid)?;
 
         let (secret, mut new) = self.new_secret(&prefix)?;
@@ -292,18 +288,7 @@ impl KeyService {
         if let Some(t) = &req.tags {
             v::tags(&mut e, t);
         }
-        let expires_at = match (&req.expires_in, req.expires_at) {
-            (Some(_), Some(_)) => {
-                e.add("expires_in", "give expires_at or expires_in, not both");
-                None
-            }
-            (Some(d), None) => v::expires_in(&mut e, d, now).map(Some),
-            (None, Some(at)) => {
-                v::expires_at(&mut e, "expires_at", at, now);
-                Some(at)
-            }
-            (None, None) => None,
-        };
+        let expires_at = v::expiry(&mut e, req.expires_in.as_deref(), req.expires_at, now);
         let patch = KeyPatch {
             name: req.name,
             scopes: req.scopes,
@@ -333,12 +318,9 @@ impl KeyService {
         actor: &Actor,
     ) -> Result<KeyRecord, ServiceError> {
         if let Some(r) = &reason {
-            if r.chars().count() > 500 || r.chars().any(char::is_control) {
-                return Err(ServiceError::Invalid(vec![FieldError {
-                    field: "reason".into(),
-                    message: "at most 500 characters without control characters".into(),
-                }]));
-            }
+            let mut e = Errors::default();
+            v::reason(&mut e, r);
+            e.into_result(()).map_err(ServiceError::Invalid)?;
         }
         let audit = draft(actor, "key.revoke", Some(id));
         Ok(self

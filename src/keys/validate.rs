@@ -165,6 +165,38 @@ pub fn expires_at(e: &mut Errors, field: &str, v: Option<DateTime<Utc>>, now: Da
     }
 }
 
+/// `expires_in` or `expires_at`, not both. `None`: neither given;
+/// `Some(None)`: cleared (an update's `expires_at: null`).
+pub fn expiry(
+    e: &mut Errors,
+    expires_in_: Option<&str>,
+    expires_at_: Option<Option<DateTime<Utc>>>,
+    now: DateTime<Utc>,
+) -> Option<Option<DateTime<Utc>>> {
+    match (expires_in_, expires_at_) {
+        (Some(_), Some(_)) => {
+            e.add("expires_in", "give expires_at or expires_in, not both");
+            None
+        }
+        (Some(d), None) => expires_in(e, d, now).map(Some),
+        (None, Some(at)) => {
+            expires_at(e, "expires_at", at, now);
+            Some(at)
+        }
+        (None, None) => None,
+    }
+}
+
+/// The reason given when revoking a key.
+pub fn reason(e: &mut Errors, v: &str) {
+    if v.chars().count() > 500 || v.chars().any(char::is_control) {
+        e.add(
+            "reason",
+            "at most 500 characters without control characters",
+        );
+    }
+}
+
 /// Parses `expires_in` ("30d", "12h") into an absolute time.
 pub fn expires_in(e: &mut Errors, v: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     match humantime::parse_duration(v)

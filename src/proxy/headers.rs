@@ -1,6 +1,7 @@
 //! Header hygiene: request ids, forwarded headers, and the `x-keygate-*`
 //! namespace that only keygate may write.
 
+use std::fmt::Write;
 use std::net::IpAddr;
 
 use pingora_http::RequestHeader;
@@ -68,7 +69,7 @@ pub fn set_forwarded(
         if !xff.is_empty() {
             xff.push_str(", ");
         }
-        xff.push_str(&peer.to_string());
+        let _ = write!(xff, "{peer}");
         req.insert_header(XFF, xff)?;
     }
     if !peer_trusted || !req.headers.contains_key(XF_PROTO) {

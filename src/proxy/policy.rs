@@ -80,8 +80,13 @@ impl Policy {
         ctx.peer_ip = peer;
         if let Some(peer) = peer {
             ctx.peer_trusted = is_trusted(peer, &self.trusted_proxies);
-            let xff = req.headers.get_all(XFF).iter().map(|v| v.as_bytes());
-            ctx.client_ip = Some(client_ip(peer, xff, &self.trusted_proxies));
+            // Only a trusted peer's X-Forwarded-For is read at all.
+            ctx.client_ip = Some(if ctx.peer_trusted {
+                let xff = req.headers.get_all(XFF).iter().map(|v| v.as_bytes());
+                client_ip(peer, xff, &self.trusted_proxies)
+            } else {
+                peer
+            });
         }
     }
 

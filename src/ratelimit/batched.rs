@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 use uuid::Uuid;
 
 use super::decision::{Check, Counts, Scope, Span, Verdict, evaluate};
-use super::redis::{RedisBackend, bucket_key, key_prefix};
+use super::redis::{RedisBackend, bucket_pair, bucket_ttl_ms, key_prefix};
 use super::window::Window;
 
 /// KEYS: per slot, its current and previous bucket. ARGV: per slot, the count
@@ -259,42 +259,19 @@ impl BatchedLimiter {
             slots: Vec::new(),
         };
         for (i, s) in k.slots.iter_mut().enumerate() {
-            let check = Check {
-                scope: s.scope,
-                window: s.window,
-                limit: 0,
-            };
-            let ttl = if s.span.sliding {
-                2 * s.span.bucket.len_ms + 1_000
-            } else {
-                s.span.left_ms() + 86_400_000
-            };
+            let ttl = bucket_ttl_ms(&s.span);
             if let Some((bucket, delta)) = s.carry.take() {
                 item.keys
-                    .push(bucket_key(&prefix, s.scope, &s.route, &check, bucket));
-                item.keys.push(bucket_key(
-                    &prefix,
-                    s.scope,
-                    &s.route,
-                    &check,
-                    bucket.wrapping_sub(1),
-                ));
+                    .extend(bucket_pair(&prefix, s.scope, &s.route, s.window, bucket));
                 item.args.extend([delta, ttl, 0]);
                 item.slots.push((usize::MAX, 0, 0));
             }
-            item.keys.push(bucket_key(
+            item.keys.extend(bucket_pair(
                 &prefix,
                 s.scope,
                 &s.route,
-                &check,
+                s.window,
                 s.span.bucket.index,
-            ));
-            item.keys.push(bucket_key(
-                &prefix,
-                s.scope,
-                &s.route,
-                &check,
-                s.span.bucket.index.wrapping_sub(1),
             ));
             item.args
                 .extend([s.pending, ttl, u64::from(s.span.sliding)]);

@@ -120,12 +120,18 @@ pub struct Verdict {
 impl Verdict {
     /// The window closest to exhaustion (fewest remaining; ties: the longer wait).
     pub fn closest(&self) -> Option<&WindowStatus> {
-        self.windows.iter().min_by(|a, b| {
-            a.remaining
-                .cmp(&b.remaining)
-                .then(b.reset_secs.cmp(&a.reset_secs))
-        })
+        closest(&self.windows)
     }
+}
+
+/// The window closest to exhaustion (fewest remaining; ties: the longer wait):
+/// the one the `X-RateLimit-*` and `RateLimit` headers describe.
+pub fn closest(windows: &[WindowStatus]) -> Option<&WindowStatus> {
+    windows.iter().min_by(|a, b| {
+        a.remaining
+            .cmp(&b.remaining)
+            .then(b.reset_secs.cmp(&a.reset_secs))
+    })
 }
 
 /// Decides a request from the counts before it. `allowed` means every window

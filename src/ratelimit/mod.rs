@@ -27,7 +27,7 @@ use crate::keys::KeyEntry;
 use crate::metrics::Metrics;
 use crate::outcome::{Detail, Outcome, Rejection};
 use blocked::{Block, BlockCache};
-use decision::{Check, Scope, Span, Verdict, WindowStatus, plan};
+use decision::{Check, Scope, Span, Verdict, WindowStatus, closest, plan};
 pub use health::{BackendState, Health};
 use memory::MemoryLimiter;
 use redis::RedisBackend;
@@ -338,50 +338,44 @@ impl Limiter {
         (r, Some(self.status(&windows, at, route)))
     }
 
-    fn policy_name(&self, c: &Check, route: usize) -> String {
-        match c.scope {
-            Scope::Key => c.window.as_str().to_string(),
-            Scope::Route(_) => format!(
-                "{}.{}",
-                self.route_names.get(route).map_or("", |n| n),
-                c.window.as_str()
-            ),
+    /// Appends the policy's name: the window, prefixed by the route for caps.
+    fn write_policy_name(&self, out: &mut String, c: &Check, route: usize) {
+        if let Scope::Route(_) = c.scope {
+            out.push_str(self.route_names.get(route).map_or("", |n| n));
+            out.push('.');
         }
+        out.push_str(c.window.as_str());
     }
 
+    /// The header values, each built in one buffer (this runs per request).
     fn status(&self, windows: &[WindowStatus], pick: Option<usize>, route: usize) -> RateStatus {
-        let closest = pick.and_then(|i| windows.get(i)).or_else(|| {
-            windows.iter().min_by(|a, b| {
-                a.remaining
-                    .cmp(&b.remaining)
-                    .then(b.reset_secs.cmp(&a.reset_secs))
-            })
-        });
-        let policy = windows
-            .iter()
-            .map(|w| {
-                format!(
-                    "\"{}\";q={};w={}",
-                    self.policy_name(&w.check, route),
-                    w.check.limit,
-                    w.window_secs
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        match closest {
-            Some(w) => RateStatus {
-                limit: w.check.limit,
-                remaining: w.remaining,
-                reset_secs: w.reset_secs,
-                current: format!(
-                    "\"{}\";r={};t={}",
-                    self.policy_name(&w.check, route),
-                    w.remaining,
-                    w.reset_secs
-                ),
-                policy,
-            },
+        use std::fmt::Write;
+        let mut policy = String::with_capacity(32 * windows.len());
+        for (i, w) in windows.iter().enumerate() {
+            if i > 0 {
+                policy.push_str(", ");
+            }
+            policy.push('"');
+            self.write_policy_name(&mut policy, &w.check, route);
+            let _ = write!(policy, "\";q={};w={}", w.check.limit, w.window_secs);
+        }
+        match pick
+            .and_then(|i| windows.get(i))
+            .or_else(|| closest(windows))
+        {
+            Some(w) => {
+                let mut current = String::with_capacity(32);
+                current.push('"');
+                self.write_policy_name(&mut current, &w.check, route);
+                let _ = write!(current, "\";r={};t={}", w.remaining, w.reset_secs);
+                RateStatus {
+                    limit: w.check.limit,
+                    remaining: w.remaining,
+                    reset_secs: w.reset_secs,
+                    current,
+                    policy,
+                }
+            }
             None => RateStatus {
                 limit: 0,
                 remaining: 0,

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::breaker::Breaker;
 use super::decision::{Check, Counts, Scope, Span};
+use super::window::Window;
 
 /// KEYS: per check, its current and previous bucket.
 /// ARGV: per check, limit, bucket length (ms), elapsed in bucket (ms), sliding (1/0), TTL (ms).
@@ -66,7 +67,7 @@ pub fn bucket_key(
     prefix: &str,
     scope: Scope,
     route_name: &str,
-    check: &Check,
+    window: Window,
     bucket: u64,
 ) -> String {
     let mut k = String::with_capacity(prefix.len() + route_name.len() + 32);
@@ -79,10 +80,35 @@ pub fn bucket_key(
             k.push(':');
         }
     }
-    k.push_str(check.window.as_str());
+    k.push_str(window.as_str());
     k.push(':');
     k.push_str(itoa::Buffer::new().format(bucket));
     k
+}
+
+/// The keys of a window's current bucket and the one before it, as the
+/// scripts take them.
+pub fn bucket_pair(
+    prefix: &str,
+    scope: Scope,
+    route_name: &str,
+    window: Window,
+    bucket: u64,
+) -> [String; 2] {
+    [
+        bucket_key(prefix, scope, route_name, window, bucket),
+        bucket_key(prefix, scope, route_name, window, bucket.wrapping_sub(1)),
+    ]
+}
+
+/// How long a bucket's counter must live: a sliding window reads it as the
+/// previous bucket too; a month's lives past its end by a margin.
+pub fn bucket_ttl_ms(span: &Span) -> u64 {
+    if span.sliding {
+        2 * span.bucket.len_ms + 1_000
+    } else {
+        span.left_ms() + MONTH_TTL_MARGIN_MS
+    }
 }
 
 /// `kg:{<limit id>}:`: the hash tag keeps one key's buckets in one cluster slot.
@@ -173,19 +199,10 @@ impl RedisBackend {
         let mut conn = self.conn(timeout).await?;
         let mut inv = self.script.prepare_invoke();
         for (c, s) in checks.iter().zip(spans) {
-            inv.key(bucket_key(prefix, c.scope, route_name, c, s.bucket.index));
-            inv.key(bucket_key(
-                prefix,
-                c.scope,
-                route_name,
-                c,
-                s.bucket.index.wrapping_sub(1),
-            ));
-            let ttl = if s.sliding {
-                2 * s.bucket.len_ms + 1_000
-            } else {
-                s.left_ms() + MONTH_TTL_MARGIN_MS
-            };
+            for k in bucket_pair(prefix, c.scope, route_name, c.window, s.bucket.index) {
+                inv.key(k);
+            }
+            let ttl = bucket_ttl_ms(s);
             inv.arg(c.limit)
                 .arg(s.bucket.len_ms)
                 .arg(s.elapsed_ms)
@@ -213,7 +230,6 @@ impl RedisBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ratelimit::window::Window;
 
     #[test]
     fn keys_share_a_hash_tag() {
@@ -224,18 +240,9 @@ mod tests {
             limit: 5,
         };
         let p = key_prefix(id);
-        let k = bucket_key(&p, c.scope, "orders", &c, 42);
+        let k = bucket_key(&p, c.scope, "orders", c.window, 42);
         assert_eq!(k, format!("kg:{{{id}}}:r:orders:minute:42"));
-        let k2 = bucket_key(
-            &p,
-            Scope::Key,
-            "orders",
-            &Check {
-                scope: Scope::Key,
-                ..c
-            },
-            42,
-        );
+        let k2 = bucket_key(&p, Scope::Key, "orders", c.window, 42);
         assert_eq!(k2, format!("kg:{{{id}}}:k:minute:42"));
     }
 }

@@ -410,17 +410,58 @@ pub(crate) fn successor(old: &KeyRecord, new: &NewKey) -> NewKey {
 }
 
 /// The audit record for the key a rotation created.
+/// The columns of a key row for the API (`k` = api_keys, `u` = its usage), with
+/// the FROM clause; both schemas name them alike.
+pub(crate) const KEY_COLUMNS: &str = "k.id, k.key_hash, k.prefix, k.hint, k.owner_id, k.name, k.scopes, k.allowed_cidrs, \
+     k.allowed_routes, k.rate_limits, k.metadata, k.tags, k.enabled, k.expires_at, k.revoked_at, \
+     k.revoked_reason, k.created_at, k.updated_at, k.rotated_to, k.rotated_at, k.lineage_id, k.change_seq, k.revoked_at IS NOT NULL AS revoked, \
+     COALESCE(u.use_count, 0) AS use_count, u.last_used_at \
+     FROM api_keys k LEFT JOIN api_key_usage u ON u.key_id = k.id";
+
+/// The columns the key table needs (see [`KeyRow`]).
+pub(crate) const SYNC_COLUMNS: &str = "id, key_hash, owner_id, scopes, allowed_cidrs, allowed_routes, rate_limits, metadata, \
+     enabled, expires_at, revoked_at IS NOT NULL AS revoked, rotated_to, rotated_at, lineage_id, change_seq FROM api_keys";
+
 pub(crate) fn created_by_rotation(actor: &str, created: &KeyRecord) -> AuditDraft {
     AuditDraft {
         actor: actor.to_owned(),
         action: "key.create",
         key_id: Some(created.id),
-        changes: crate::audit::chain::diff(
-            &serde_json::json!({}),
-            &key_json(created),
-            AUDIT_IGNORE,
-        ),
+        changes: audit_changes(None, created),
     }
+}
+
+/// Whether `change` may apply to `before`: `Ok(false)` when it changes
+/// nothing (revoking a revoked key), a conflict when it may not (a revoked
+/// key is immutable).
+pub(crate) fn change_allowed(before: &KeyRecord, change: &KeyChange) -> Result<bool, StoreError> {
+    match change {
+        _ if before.revoked_at.is_none() => Ok(true),
+        KeyChange::Revoke { .. } => Ok(false),
+        KeyChange::Patch(_) => Err(StoreError::Conflict {
+            id: before.id,
+            status: "revoked",
+            what: "a revoked key cannot be changed",
+        }),
+    }
+}
+
+/// `max_per_owner`, given the owner's count of live keys.
+pub(crate) fn owner_limit(owner: &str, live: i64, max: u32) -> Result<(), StoreError> {
+    if live >= i64::from(max) {
+        return Err(StoreError::OwnerLimit {
+            owner: owner.to_owned(),
+            max,
+        });
+    }
+    Ok(())
+}
+
+/// The audit record's `changes`: the fields that differ from `before` (all of
+/// them for a new key), without the ones every write touches.
+pub(crate) fn audit_changes(before: Option<&KeyRecord>, after: &KeyRecord) -> serde_json::Value {
+    let before = before.map_or_else(|| serde_json::json!({}), key_json);
+    crate::audit::chain::diff(&before, &key_json(after), AUDIT_IGNORE)
 }
 
 pub(crate) fn key_json(r: &KeyRecord) -> serde_json::Value {

@@ -14,8 +14,7 @@ use uuid::Uuid;
 
 use super::model::KeyRecord;
 use super::*;
-use crate::audit::chain::diff;
-use rows::{KEY_COLUMNS, SYNC_COLUMNS, decode, decode_row, status_clause};
+use rows::{decode, decode_row, status_clause};
 
 mod rows;
 mod usage;
@@ -214,16 +213,11 @@ impl Store for PgStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(db_err)?;
-            if live >= i64::from(max) {
-                return Err(StoreError::OwnerLimit {
-                    owner: key.owner_id.clone(),
-                    max,
-                });
-            }
+            owner_limit(&key.owner_id, live, max)?;
         }
         self.insert_row(&mut tx, key).await?;
         let record = self.fetch_key(&mut tx, key.id, key.created_at).await?;
-        audit.changes = diff(&serde_json::json!({}), &key_json(&record), AUDIT_IGNORE);
+        audit.changes = audit_changes(None, &record);
         self.append_audit(&mut tx, audit, key.created_at).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(record)
@@ -238,15 +232,10 @@ impl Store for PgStore {
     ) -> Result<KeyRecord, StoreError> {
         let mut tx = self.begin_locked().await?;
         let before = self.fetch_key(&mut tx, id, now).await?;
+        if !change_allowed(&before, change)? {
+            return Ok(before);
+        }
         match change {
-            KeyChange::Revoke { .. } if before.revoked_at.is_some() => return Ok(before),
-            KeyChange::Patch(_) if before.revoked_at.is_some() => {
-                return Err(StoreError::Conflict {
-                    id,
-                    status: "revoked",
-                    what: "a revoked key cannot be changed",
-                });
-            }
             KeyChange::Patch(p) => {
                 let cidrs: Option<Vec<String>> = p
                     .allowed_cidrs
@@ -286,7 +275,7 @@ impl Store for PgStore {
             }
         }
         let after = self.fetch_key(&mut tx, id, now).await?;
-        audit.changes = diff(&key_json(&before), &key_json(&after), AUDIT_IGNORE);
+        audit.changes = audit_changes(Some(&before), &after);
         self.append_audit(&mut tx, audit, now).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(after)
@@ -319,7 +308,7 @@ impl Store for PgStore {
         let prev = self.fetch_key(&mut tx, id, now).await?;
         let created = self.fetch_key(&mut tx, copy.id, now).await?;
         let created_audit = created_by_rotation(&audit.actor, &created);
-        audit.changes = diff(&key_json(&old), &key_json(&prev), AUDIT_IGNORE);
+        audit.changes = audit_changes(Some(&old), &prev);
         self.append_audit(&mut tx, audit, now).await?;
         self.append_audit(&mut tx, created_audit, now).await?;
         tx.commit().await.map_err(db_err)?;

@@ -12,12 +12,6 @@ use super::super::model::{KeyRecord, KeyStatus};
 use super::super::*;
 use crate::auth::hash::KeyHash;
 
-pub(super) const KEY_COLUMNS: &str = "k.id, k.key_hash, k.prefix, k.hint, k.owner_id, k.name, k.scopes, k.allowed_cidrs, \
-     k.allowed_routes, k.rate_limits, k.metadata, k.tags, k.enabled, k.expires_at, k.revoked_at, \
-     k.revoked_reason, k.created_at, k.updated_at, k.rotated_to, k.rotated_at, k.lineage_id, k.change_seq, k.revoked_at IS NOT NULL AS revoked, \
-     COALESCE(u.use_count, 0) AS use_count, u.last_used_at \
-     FROM api_keys k LEFT JOIN api_key_usage u ON u.key_id = k.id";
-
 /// Decodes a key row for the API; `now` derives the status.
 pub(crate) fn decode(row: &PgRow, now: DateTime<Utc>) -> Result<KeyRecord, StoreError> {
     let g = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
@@ -36,10 +30,6 @@ pub(crate) fn decode(row: &PgRow, now: DateTime<Utc>) -> Result<KeyRecord, Store
         now,
     ))
 }
-
-/// The columns the key table needs (see [`KeyRow`]).
-pub(super) const SYNC_COLUMNS: &str = "id, key_hash, owner_id, scopes, allowed_cidrs, allowed_routes, rate_limits, metadata, \
-     enabled, expires_at, revoked_at IS NOT NULL AS revoked, rotated_to, rotated_at, lineage_id, change_seq FROM api_keys";
 
 pub(super) fn decode_row(row: &PgRow) -> Result<KeyRow, StoreError> {
     let g = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
