@@ -148,9 +148,11 @@ fn policy_benches(c: &mut Criterion) {
     let checks = keygate::ratelimit::decision::plan(&limits, 0, &Limits::default());
     let id = Uuid::now_v7();
     c.bench_function("ratelimit/local_decision_4_windows", |b| {
+        // A clock that moves within one second, as consecutive requests see it.
+        let mut tick = 0u64;
         b.iter(|| {
-            let now =
-                1_800_000_000_000 + (std::time::Instant::now().elapsed().as_nanos() as u64 % 1000);
+            tick += 1;
+            let now = 1_800_000_000_000 + tick % 1000;
             let spans: Vec<_> = checks
                 .iter()
                 .map(|c| keygate::ratelimit::decision::Span::at(c.window, now))

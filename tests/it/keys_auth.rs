@@ -5,18 +5,7 @@ use crate::harness::{StoreKind, both_stores};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use keygate::keys::service::CreateKey;
-
-use crate::harness::{TestConfig, TestGateway, Upstream, error_code, eventually};
-
-fn spec(owner: &str) -> CreateKey {
-    CreateKey {
-        owner_id: owner.into(),
-        name: "test key".into(),
-        enabled: true,
-        ..CreateKey::default()
-    }
-}
+use crate::harness::{TestConfig, TestGateway, Upstream, error_code, eventually, key_spec};
 
 async fn call(gw: &TestGateway, path: &str, key: &str) -> (u16, serde_json::Value) {
     let resp = gw
@@ -45,7 +34,7 @@ async fn valid_key_is_forwarded_with_exactly_the_identity_headers(kind: StoreKin
         .upstream("a", &[up.addr], "")
         .route("orders", "/orders", "a", "scopes = [\"orders:read\"]");
     let svc = cfg.keys().await;
-    let mut s = spec("acme");
+    let mut s = key_spec("acme");
     s.scopes = vec!["orders:read".into(), "users:write".into()];
     s.metadata = BTreeMap::from([
         ("plan".into(), "gold".into()),
@@ -86,7 +75,7 @@ async fn bearer_keys_are_accepted_when_enabled_and_stripped(kind: StoreKind) {
     let created = cfg
         .keys()
         .await
-        .create(spec("o"), &"test".into())
+        .create(key_spec("o"), &"test".into())
         .await
         .expect("create");
     let gw = cfg.start().await;
@@ -122,7 +111,7 @@ async fn every_rejection_code(kind: StoreKind) {
     let ok = svc
         .create(
             {
-                let mut s = spec("o");
+                let mut s = key_spec("o");
                 s.scopes = vec!["orders:read".into()];
                 s
             },
@@ -133,7 +122,7 @@ async fn every_rejection_code(kind: StoreKind) {
     let disabled = svc
         .create(
             {
-                let mut s = spec("o");
+                let mut s = key_spec("o");
                 s.enabled = false;
                 s.scopes = vec!["*".into()];
                 s
@@ -145,7 +134,7 @@ async fn every_rejection_code(kind: StoreKind) {
     let revoked = svc
         .create(
             {
-                let mut s = spec("o");
+                let mut s = key_spec("o");
                 s.scopes = vec!["*".into()];
                 s
             },
@@ -156,7 +145,7 @@ async fn every_rejection_code(kind: StoreKind) {
     let unscoped = svc
         .create(
             {
-                let mut s = spec("o");
+                let mut s = key_spec("o");
                 s.scopes = vec!["users:read".into()];
                 s
             },
@@ -167,7 +156,7 @@ async fn every_rejection_code(kind: StoreKind) {
     let other_route = svc
         .create(
             {
-                let mut s = spec("o");
+                let mut s = key_spec("o");
                 s.scopes = vec!["*".into()];
                 s.allowed_routes = vec!["other".into()];
                 s
@@ -179,7 +168,7 @@ async fn every_rejection_code(kind: StoreKind) {
     let wrong_ip = svc
         .create(
             {
-                let mut s = spec("o");
+                let mut s = key_spec("o");
                 s.scopes = vec!["*".into()];
                 s.allowed_cidrs = vec!["10.0.0.0/8".into()];
                 s
@@ -273,7 +262,7 @@ async fn scope_wildcards(kind: StoreKind) {
         vec!["orders:items:*"],
         vec!["order:*"],
     ] {
-        let mut s = spec("o");
+        let mut s = key_spec("o");
         s.scopes = scopes.iter().map(|x| x.to_string()).collect();
         keys.push(svc.create(s, &"t".into()).await.expect("create"));
     }
@@ -295,7 +284,7 @@ async fn cidr_allowlists_ipv4_ipv6_and_mapped_addresses(kind: StoreKind) {
         .route("r", "/", "a", "");
     let svc = base.keys().await;
     let make = |cidrs: &[&str]| {
-        let mut s = spec("o");
+        let mut s = key_spec("o");
         s.allowed_cidrs = cidrs.iter().map(|c| c.to_string()).collect();
         s
     };
@@ -367,7 +356,7 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies(kind: StoreKind) {
     let up = Upstream::start("a").await;
     let db = TestConfig::new(kind).await;
     let svc = db.keys().await;
-    let mut s = spec("o");
+    let mut s = key_spec("o");
     s.allowed_cidrs = vec!["203.0.113.0/24".into()];
     let k = svc.create(s, &"t".into()).await.expect("create");
     let behind_lb = TestConfig::with_store(db.db_url())
@@ -414,7 +403,7 @@ async fn expiry_is_reached_while_running(kind: StoreKind) {
         .await
         .upstream("a", &[up.addr], "")
         .route("r", "/", "a", "");
-    let mut s = spec("o");
+    let mut s = key_spec("o");
     s.expires_in = Some("1500ms".into());
     let k = cfg
         .keys()
@@ -446,7 +435,7 @@ async fn rotation_keeps_the_old_secret_working_for_the_grace_period(kind: StoreK
         .upstream("a", &[up.addr], "")
         .route("r", "/", "a", "");
     let svc = cfg.keys().await;
-    let mut s = spec("o");
+    let mut s = key_spec("o");
     s.scopes = vec!["a:b".into()];
     let old = svc.create(s, &"t".into()).await.expect("create");
     let gw = cfg.start().await;
@@ -493,13 +482,13 @@ async fn max_per_owner_is_enforced(kind: StoreKind) {
     let cfg = TestConfig::new(kind).await.set("keys", "max_per_owner = 2");
     let svc = cfg.keys().await;
     let a = svc
-        .create(spec("capped"), &"t".into())
+        .create(key_spec("capped"), &"t".into())
         .await
         .expect("first");
-    svc.create(spec("capped"), &"t".into())
+    svc.create(key_spec("capped"), &"t".into())
         .await
         .expect("second");
-    let third = svc.create(spec("capped"), &"t".into()).await;
+    let third = svc.create(key_spec("capped"), &"t".into()).await;
     assert!(
         matches!(
             third,
@@ -507,13 +496,13 @@ async fn max_per_owner_is_enforced(kind: StoreKind) {
         ),
         "{third:?}"
     );
-    svc.create(spec("someone-else"), &"t".into())
+    svc.create(key_spec("someone-else"), &"t".into())
         .await
         .expect("other owners are not affected");
     svc.revoke(a.key.id, None, &"t".into())
         .await
         .expect("revoke");
-    svc.create(spec("capped"), &"t".into())
+    svc.create(key_spec("capped"), &"t".into())
         .await
         .expect("a revoked key frees a slot");
 }

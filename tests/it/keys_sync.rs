@@ -4,40 +4,9 @@
 use crate::harness::{StoreKind, both_stores};
 use std::time::{Duration, Instant};
 
-use keygate::keys::service::CreateKey;
-
 use crate::harness::binary;
 use crate::harness::pg::{PgServer, fresh_db_on};
-use crate::harness::{TestConfig, TestGateway, Upstream, eventually};
-
-fn spec(owner: &str) -> CreateKey {
-    CreateKey {
-        owner_id: owner.into(),
-        name: "k".into(),
-        enabled: true,
-        ..CreateKey::default()
-    }
-}
-
-async fn status(gw: &TestGateway, key: &str) -> u16 {
-    gw.get("/x")
-        .header("x-api-key", key)
-        .send()
-        .await
-        .expect("send")
-        .status()
-        .as_u16()
-}
-
-async fn readyz(gw: &TestGateway) -> u16 {
-    gw.client
-        .get(gw.admin_url("/readyz"))
-        .send()
-        .await
-        .expect("readyz")
-        .status()
-        .as_u16()
-}
+use crate::harness::{TestConfig, Upstream, eventually, key_spec, status};
 
 async fn cli_revocation_reaches_two_gateways_in_under_a_second(kind: StoreKind) {
     let up = Upstream::start("a").await;
@@ -50,7 +19,7 @@ async fn cli_revocation_reaches_two_gateways_in_under_a_second(kind: StoreKind) 
     let k = cfg
         .keys()
         .await
-        .create(spec("o"), &"t".into())
+        .create(key_spec("o"), &"t".into())
         .await
         .expect("create");
     let (a, b) = tokio::join!(cfg.start(), cfg.start());
@@ -106,14 +75,16 @@ async fn random_and_malformed_keys_cause_no_postgres_queries() {
     let db_url = fresh_db_on(&server.admin_url()).await;
     let db = db_url.rsplit('/').next().expect("db name").to_string();
     let up = Upstream::start("a").await;
+    // No periodic work in the window: resync and usage flushes wait an hour.
     let cfg = TestConfig::with_store(&db_url)
         .set("keys", "sync_interval = \"1h\"")
+        .set("usage", "flush_interval = \"1h\"")
         .upstream("a", &[up.addr], "")
         .route("r", "/", "a", "");
     let valid = cfg
         .keys()
         .await
-        .create(spec("o"), &"t".into())
+        .create(key_spec("o"), &"t".into())
         .await
         .expect("create");
     let gw = cfg.start().await;
@@ -121,7 +92,12 @@ async fn random_and_malformed_keys_cause_no_postgres_queries() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let statements = |log: &str| {
         log.lines()
-            .filter(|l| l.starts_with(&format!("{db}|")) && l.contains("statement:"))
+            // Simple-protocol statements log as `statement:`, prepared ones
+            // (every sqlx query with parameters) as `execute <name>:`.
+            .filter(|l| {
+                l.starts_with(&format!("{db}|"))
+                    && (l.contains("statement:") || l.contains("execute "))
+            })
             .count()
     };
     let before = statements(&server.log());
@@ -148,7 +124,7 @@ async fn random_and_malformed_keys_cause_no_postgres_queries() {
     // Control: the log does see a key change and the gateway's sync.
     cfg.keys()
         .await
-        .create(spec("o2"), &"t".into())
+        .create(key_spec("o2"), &"t".into())
         .await
         .expect("create");
     let seen = eventually(Duration::from_secs(3), || async {
@@ -172,7 +148,7 @@ async fn postgres_outage_while_warm_keeps_serving_from_the_table() {
     let k = cfg
         .keys()
         .await
-        .create(spec("o"), &"t".into())
+        .create(key_spec("o"), &"t".into())
         .await
         .expect("create");
     let gw = cfg.start().await;
@@ -200,20 +176,8 @@ async fn postgres_outage_while_warm_keeps_serving_from_the_table() {
     }
     // The sync notices once its next poll fails (the pool retries refused
     // connections for up to 3 s before giving up).
-    let readyz_json = || async {
-        let r: serde_json::Value = gw
-            .client
-            .get(gw.admin_url("/readyz"))
-            .send()
-            .await
-            .expect("readyz")
-            .json()
-            .await
-            .expect("json");
-        r
-    };
     let noticed = eventually(Duration::from_secs(10), || async {
-        readyz_json().await["store"] == "unreachable"
+        gw.readyz().await.1["store"] == "unreachable"
     })
     .await;
     assert!(noticed.is_some(), "readyz reports the store unreachable");
@@ -222,7 +186,7 @@ async fn postgres_outage_while_warm_keeps_serving_from_the_table() {
         200,
         "a known key still works"
     );
-    let ready = readyz_json().await;
+    let ready = gw.readyz().await.1;
     assert_eq!(ready["status"], "ready", "a warm gateway keeps serving");
 
     // Back again: changes made after the outage arrive.
@@ -235,7 +199,7 @@ async fn postgres_outage_while_warm_keeps_serving_from_the_table() {
     let k2 = cfg
         .keys()
         .await
-        .create(spec("o"), &"t".into())
+        .create(key_spec("o"), &"t".into())
         .await
         .expect("create after restart");
     let seen = eventually(Duration::from_secs(10), || async {
@@ -264,7 +228,7 @@ async fn cold_start_without_postgres_is_not_ready_and_answers_503() {
     let k = cfg
         .keys()
         .await
-        .create(spec("o"), &"t".into())
+        .create(key_spec("o"), &"t".into())
         .await
         .expect("create");
     let mut server = tokio::task::spawn_blocking(move || {
@@ -275,7 +239,7 @@ async fn cold_start_without_postgres_is_not_ready_and_answers_503() {
     .expect("join");
 
     let gw = cfg.start().await;
-    assert_eq!(readyz(&gw).await, 503);
+    assert_eq!(gw.readyz().await.0, 503);
     let resp = gw
         .get("/x")
         .header("x-api-key", k.secret.expose())
@@ -311,7 +275,7 @@ async fn cold_start_without_postgres_is_not_ready_and_answers_503() {
     .await
     .expect("join");
     let ready = eventually(Duration::from_secs(10), || async {
-        readyz(&gw).await == 200
+        gw.readyz().await.0 == 200
     })
     .await;
     assert!(ready.is_some(), "ready once Postgres answers");
@@ -328,10 +292,16 @@ async fn deletes_and_new_keys_reach_a_running_gateway(kind: StoreKind) {
         .upstream("a", &[up.addr], "")
         .route("r", "/", "a", "");
     let svc = cfg.keys().await;
-    let first = svc.create(spec("o"), &"t".into()).await.expect("create");
+    let first = svc
+        .create(key_spec("o"), &"t".into())
+        .await
+        .expect("create");
     let gw = cfg.start().await;
     assert!(gw.metric_reaches("keygate_keys_loaded", 1.0).await);
-    let second = svc.create(spec("o"), &"t".into()).await.expect("create");
+    let second = svc
+        .create(key_spec("o"), &"t".into())
+        .await
+        .expect("create");
     let added = eventually(Duration::from_secs(2), || async {
         status(&gw, second.secret.expose()).await == 200
     })

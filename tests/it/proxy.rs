@@ -433,6 +433,11 @@ async fn sigterm_drains_an_in_flight_request_and_exits_0() {
     }
     let sent = Instant::now();
     p.signal(libc::SIGTERM);
+    // Once the signal is handled the listener closes; probe after that.
+    let handled = Instant::now() + Duration::from_secs(5);
+    while !p.logs().iter().any(|l| l.contains("shutting down")) && Instant::now() < handled {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let refused = tokio::net::TcpStream::connect(p.proxy).await;
     let status = slow
@@ -478,7 +483,12 @@ async fn sigint_exits_fast_without_waiting_for_requests() {
     );
     let url = format!("http://{}/slow/20000", p.proxy);
     let slow = tokio::spawn(async move { reqwest::get(url).await.map(|r| r.status().as_u16()) });
+    let deadline = Instant::now() + Duration::from_secs(5);
     while up.count() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the request never reached the upstream"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     p.signal(libc::SIGINT);

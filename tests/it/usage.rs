@@ -17,11 +17,8 @@ use crate::harness::{TestConfig, TestGateway, Upstream, eventually};
 
 fn spec(owner: &str, scopes: &[&str]) -> CreateKey {
     CreateKey {
-        owner_id: owner.into(),
-        name: "k".into(),
-        enabled: true,
         scopes: scopes.iter().map(|s| s.to_string()).collect(),
-        ..CreateKey::default()
+        ..crate::harness::key_spec(owner)
     }
 }
 

@@ -249,15 +249,29 @@ impl TestGateway {
     }
 
     /// The value of one sample line, e.g. `keygate_requests_total{outcome="ok",route="r"}`.
+    /// `/readyz`: its status and JSON body.
+    pub async fn readyz(&self) -> (u16, serde_json::Value) {
+        let resp = self
+            .client
+            .get(self.admin_url("/readyz"))
+            .send()
+            .await
+            .expect("readyz");
+        (resp.status().as_u16(), resp.json().await.expect("json"))
+    }
+
+    /// Fails the test when the series is not exposed (a misspelt name must
+    /// not read as 0).
     pub async fn metric(&self, series: &str) -> f64 {
-        metric_value(&self.metrics().await, series)
+        let text = self.metrics().await;
+        metric_value(&text, series).unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
     }
 
     /// Waits (up to 3 s) for a metric to reach `want`. Metrics are recorded
     /// just after a response is sent, so a scrape right after can be early.
     pub async fn metric_reaches(&self, series: &str, want: f64) -> bool {
         super::eventually(std::time::Duration::from_secs(3), || async {
-            self.metric(series).await == want
+            metric_value(&self.metrics().await, series) == Some(want)
         })
         .await
         .is_some()
@@ -270,11 +284,9 @@ impl TestGateway {
     }
 }
 
-pub fn metric_value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|rest| rest.trim().parse::<f64>().ok())
-        })
-        .unwrap_or(0.0)
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|rest| rest.trim().parse::<f64>().ok())
+    })
 }

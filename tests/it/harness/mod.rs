@@ -32,6 +32,28 @@ macro_rules! both_stores {
 pub(crate) use both_stores;
 pub use upstream::{Upstream, dead_addr};
 
+/// An enabled key for `owner` with no scopes, CIDRs or limits; tests vary it
+/// with struct update syntax: `CreateKey { scopes, ..key_spec("o") }`.
+pub fn key_spec(owner: &str) -> keygate::keys::service::CreateKey {
+    keygate::keys::service::CreateKey {
+        owner_id: owner.into(),
+        name: "k".into(),
+        enabled: true,
+        ..Default::default()
+    }
+}
+
+/// The status of `GET /x` with `key`.
+pub async fn status(gw: &TestGateway, key: &str) -> u16 {
+    gw.get("/x")
+        .header("x-api-key", key)
+        .send()
+        .await
+        .expect("send")
+        .status()
+        .as_u16()
+}
+
 /// The JSON error body of a rejection.
 pub async fn error_code(resp: reqwest::Response) -> (u16, serde_json::Value) {
     let status = resp.status().as_u16();

@@ -14,15 +14,12 @@ use keygate::keys::service::CreateKey;
 use keygate::ratelimit::window::Limits;
 
 use crate::harness::redis::RedisServer;
-use crate::harness::{TestConfig, TestGateway, Upstream, eventually};
+use crate::harness::{TestConfig, TestGateway, Upstream, eventually, status};
 
 fn spec(limits: Limits) -> CreateKey {
     CreateKey {
-        owner_id: "o".into(),
-        name: "k".into(),
-        enabled: true,
         rate_limits: limits,
-        ..CreateKey::default()
+        ..crate::harness::key_spec("o")
     }
 }
 
@@ -63,16 +60,6 @@ fn with_redis(cfg: TestConfig, r: &RedisServer, extra: &str) -> TestConfig {
 /// For the exactness tests: a slow Redis (a loaded test machine) must show up
 /// as a 503, not as the per-instance fallback quietly admitting more.
 const STRICT: &str = "timeout = \"5s\"\non_backend_error = \"deny\"";
-
-async fn status(gw: &TestGateway, key: &str) -> u16 {
-    gw.get("/x")
-        .header("x-api-key", key)
-        .send()
-        .await
-        .expect("send")
-        .status()
-        .as_u16()
-}
 
 /// Sends `n` requests with at most `concurrency` in flight; counts statuses.
 async fn burst(
@@ -188,12 +175,11 @@ async fn headers_on_success_and_on_429() {
     let r = redis().await;
     let up = Upstream::start("a").await;
     let cfg = with_redis(
-        TestConfig::pg().await.upstream("a", &[up.addr], "").route(
-            "r",
-            "/",
-            "a",
-            "rate_limits = { day = 100 }",
-        ),
+        TestConfig::pg()
+            .await
+            .upstream("a", &[up.addr], "")
+            .route("r", "/", "a", "rate_limits = { day = 100 }")
+            .route("pub", "/public", "a", "auth = \"public\""),
         &r,
         "",
     );
@@ -251,7 +237,11 @@ async fn headers_on_success_and_on_429() {
     assert_eq!(body["error"]["code"], "rate_limited");
     assert_eq!(body["error"]["window"], "minute");
     assert_eq!(body["error"]["retry_after"], retry);
-    // Public routes and keys without limits carry no rate-limit headers.
+    // Public routes carry no rate-limit headers.
+    let resp = gw.get("/public/x").send().await.expect("send");
+    assert_eq!(resp.status(), 200);
+    assert!(!resp.headers().contains_key("x-ratelimit-limit"));
+    assert!(!resp.headers().contains_key("ratelimit-policy"));
     gw.stop().await;
 }
 
