@@ -44,6 +44,8 @@ pub enum GatewayError {
     Metrics(#[from] crate::metrics::MetricsError),
     #[error("cannot start the admin listener: {0}")]
     Admin(std::io::Error),
+    #[error("cannot start the proxy listener: {0}")]
+    Proxy(std::io::Error),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
@@ -88,7 +90,11 @@ impl Gateway {
 
     pub async fn build_with(config: Config, opts: BuildOptions) -> Result<Gateway, GatewayError> {
         let config = Arc::new(config);
-        let route_names: Vec<String> = config.routes.iter().map(|r| r.name.clone()).collect();
+        let route_names: Vec<Arc<str>> = config
+            .routes
+            .iter()
+            .map(|r| Arc::from(r.name.as_str()))
+            .collect();
         let metrics = Arc::new(Metrics::new(&route_names)?);
         let secret = secrets::load_hash_secret(&config.store)?;
         let hasher =
@@ -148,11 +154,7 @@ impl Gateway {
             metrics: metrics.clone(),
             limiter,
             usage,
-            route_names: config
-                .routes
-                .iter()
-                .map(|r| Arc::from(r.name.as_str()))
-                .collect(),
+            route_names,
             clock: opts.clock.clone(),
         });
         let service = KeyService::new(
@@ -194,7 +196,7 @@ impl Gateway {
         let proxy_addr = self
             .proxy_listener
             .local_addr()
-            .map_err(GatewayError::Admin)?;
+            .map_err(GatewayError::Proxy)?;
         let admin_addr = self
             .admin_listener
             .local_addr()

@@ -37,6 +37,14 @@ pub fn uuid_v7() -> Uuid {
     Uuid::from_u64_pair(hi, lo)
 }
 
+/// A UUID as a header value (lowercase, hyphenated), without a heap string.
+pub fn uuid_header(id: uuid::Uuid) -> http::HeaderValue {
+    let mut buf = uuid::Uuid::encode_buffer();
+    // Hex digits and hyphens are always a valid header value.
+    http::HeaderValue::from_str(id.hyphenated().encode_lower(&mut buf))
+        .unwrap_or_else(|_| http::HeaderValue::from_static(""))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

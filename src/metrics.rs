@@ -2,6 +2,8 @@
 //! names come from the config, outcomes from [`Outcome`], results from a fixed set.
 //! Per-request handles are resolved once at start, so recording is a few atomics.
 
+use std::sync::Arc;
+
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, TextEncoder,
@@ -30,12 +32,23 @@ pub enum UsageResult {
 }
 
 impl UsageResult {
+    pub const ALL: [UsageResult; 3] = [
+        UsageResult::Written,
+        UsageResult::Spooled,
+        UsageResult::Dropped,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             UsageResult::Written => "written",
             UsageResult::Spooled => "spooled",
             UsageResult::Dropped => "dropped",
         }
+    }
+
+    /// Position in [`UsageResult::ALL`] (and in the counters built from it).
+    fn index(self) -> usize {
+        self as usize
     }
 }
 
@@ -63,7 +76,7 @@ pub struct Metrics {
 pub struct MetricsError(#[from] prometheus::Error);
 
 impl Metrics {
-    pub fn new(route_names: &[String]) -> Result<Metrics, MetricsError> {
+    pub fn new(route_names: &[Arc<str>]) -> Result<Metrics, MetricsError> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
             Opts::new("keygate_requests_total", "Requests by route and outcome"),
@@ -81,7 +94,7 @@ impl Metrics {
         registry.register(Box::new(durations.clone()))?;
         let routes = route_names
             .iter()
-            .map(String::as_str)
+            .map(|n| &**n)
             .chain(std::iter::once(NO_ROUTE))
             .map(|route| RouteMetrics {
                 by_outcome: Outcome::ALL
@@ -119,12 +132,7 @@ impl Metrics {
             ),
             &["result"],
         )?;
-        let usage_events = [
-            UsageResult::Written,
-            UsageResult::Spooled,
-            UsageResult::Dropped,
-        ]
-        .map(|r| usage.with_label_values(&[r.as_str()]));
+        let usage_events = UsageResult::ALL.map(|r| usage.with_label_values(&[r.as_str()]));
         let usage_queue_depth = IntGauge::new(
             "keygate_usage_queue_depth",
             "Usage records waiting to be written",
@@ -175,21 +183,11 @@ impl Metrics {
     }
 
     pub fn usage(&self, result: UsageResult, n: u64) {
-        let i = match result {
-            UsageResult::Written => 0,
-            UsageResult::Spooled => 1,
-            UsageResult::Dropped => 2,
-        };
-        self.usage_events[i].inc_by(n);
+        self.usage_events[result.index()].inc_by(n);
     }
 
     pub fn usage_count(&self, result: UsageResult) -> u64 {
-        let i = match result {
-            UsageResult::Written => 0,
-            UsageResult::Spooled => 1,
-            UsageResult::Dropped => 2,
-        };
-        self.usage_events[i].get()
+        self.usage_events[result.index()].get()
     }
 
     /// The Prometheus text exposition of every metric.
@@ -207,7 +205,7 @@ mod tests {
 
     #[test]
     fn renders_every_contract_metric() {
-        let m = Metrics::new(&["orders".into()]).expect("metrics");
+        let m = Metrics::new(&[Arc::from("orders")]).expect("metrics");
         m.request(Some(0), Outcome::Ok, 0.001);
         m.request(None, Outcome::RouteNotFound, 0.0001);
         m.usage(UsageResult::Spooled, 2);

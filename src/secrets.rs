@@ -52,7 +52,7 @@ fn create_file(path: &Path) -> Result<String, SecretLoadError> {
     }
     let mut bytes = [0u8; 32];
     rand::rng().fill(&mut bytes);
-    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let secret = crate::audit::chain::to_hex(&bytes);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use sha2::{Digest, Sha256};
@@ -80,17 +80,11 @@ pub async fn require_token(
 /// Gives every admin request an id (kept from a sane `x-request-id`), available
 /// to error bodies and returned in the `x-request-id` header.
 pub async fn request_id(req: Request, next: Next) -> Response {
-    let id = req
-        .headers()
-        .get("x-request-id")
-        .filter(|v| crate::proxy::headers::is_sane_request_id(v.as_bytes()))
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .unwrap_or_else(|| crate::ids::uuid_v7().to_string());
-    let mut resp = REQUEST_ID.scope(id.clone(), next.run(req)).await;
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        resp.headers_mut().insert("x-request-id", v);
-    }
+    // The proxy's rule; sane ids are visible ASCII, so `to_str` keeps them.
+    let id = crate::proxy::headers::request_id(req.headers());
+    let text = id.to_str().unwrap_or_default().to_owned();
+    let mut resp = REQUEST_ID.scope(text, next.run(req)).await;
+    resp.headers_mut().insert("x-request-id", id);
     resp
 }
 

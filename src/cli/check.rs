@@ -1,5 +1,6 @@
 //! `keygate check-config`: the validated route table.
 
+use super::table::{limits, or_dash};
 use crate::config::{AuthMode, Config};
 
 pub fn route_table(c: &Config) -> String {
@@ -12,13 +13,6 @@ pub fn route_table(c: &Config) -> String {
     ];
     for r in &c.routes {
         let up = &c.upstreams[r.upstream];
-        let or_dash = |v: Vec<String>, sep: &str| {
-            if v.is_empty() {
-                "-".to_string()
-            } else {
-                v.join(sep)
-            }
-        };
         rows.push(vec![
             r.name.clone(),
             r.host.clone().unwrap_or_else(|| "*".into()),
@@ -36,14 +30,8 @@ pub fn route_table(c: &Config) -> String {
                 AuthMode::Required => "required".into(),
                 AuthMode::Public => "public".into(),
             },
-            or_dash(r.scopes.clone(), ","),
-            or_dash(
-                r.rate_limits
-                    .iter()
-                    .map(|(w, n)| format!("{n}/{w}"))
-                    .collect(),
-                ",",
-            ),
+            or_dash(&r.scopes, ","),
+            or_dash(limits(&r.rate_limits), ","),
             format!("{} ({})", up.name, up.servers.join(" ")),
         ]);
     }

@@ -457,13 +457,7 @@ fn key_table(keys: &[KeyRecord]) -> String {
 }
 
 fn key_details(k: &KeyRecord) -> String {
-    let list = |v: &[String]| {
-        if v.is_empty() {
-            "-".to_string()
-        } else {
-            v.join(", ")
-        }
-    };
+    let list = |v: &[String]| super::table::or_dash(v, ", ");
     let lines = [
         ("id", k.id.to_string()),
         ("owner", k.owner_id.clone()),
@@ -483,12 +477,7 @@ fn key_details(k: &KeyRecord) -> String {
         ("routes", list(&k.allowed_routes)),
         (
             "limits",
-            list(
-                &k.rate_limits
-                    .iter()
-                    .map(|(w, n)| format!("{n}/{w}"))
-                    .collect::<Vec<_>>(),
-            ),
+            super::table::or_dash(super::table::limits(&k.rate_limits), ", "),
         ),
         (
             "metadata",

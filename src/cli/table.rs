@@ -24,6 +24,26 @@ pub fn render(rows: &[Vec<String>]) -> String {
     out
 }
 
+/// `items` joined by `sep`, or `-` when there are none.
+pub fn or_dash<I: IntoIterator<Item = S>, S: AsRef<str>>(items: I, sep: &str) -> String {
+    let mut out = String::new();
+    for (i, s) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push_str(sep);
+        }
+        out.push_str(s.as_ref());
+    }
+    if out.is_empty() {
+        out.push('-');
+    }
+    out
+}
+
+/// Limits as `100/minute` items.
+pub fn limits(l: &crate::ratelimit::window::Limits) -> impl Iterator<Item = String> + '_ {
+    l.iter().map(|(w, n)| format!("{n}/{w}"))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -63,7 +63,7 @@ impl KeySync {
         let (table, interner) = (&self.table, &mut self.interner);
         let seq = self
             .store
-            .snapshot(self.clock.now(), &mut |row| {
+            .snapshot(&mut |row| {
                 let hash = row.hash;
                 table.insert(hash, Arc::new(interner.entry(row)));
                 if let Some(f) = fresh.as_mut() {
@@ -86,7 +86,7 @@ impl KeySync {
         let Some(seq) = self.seq else {
             return self.load().await.map(|_| ());
         };
-        let changes = self.store.changes_since(seq, self.clock.now()).await?;
+        let changes = self.store.changes_since(seq).await?;
         if changes.reload {
             return self.load().await.map(|_| ());
         }

@@ -24,14 +24,10 @@ pub fn is_sane_request_id(v: &[u8]) -> bool {
 }
 
 /// The client's request id if sane, else a fresh time-ordered UUID.
-pub fn request_id(req: &RequestHeader) -> http::HeaderValue {
-    match req.headers.get(REQUEST_ID) {
+pub fn request_id(headers: &http::HeaderMap) -> http::HeaderValue {
+    match headers.get(REQUEST_ID) {
         Some(v) if is_sane_request_id(v.as_bytes()) => v.clone(),
-        _ => {
-            let mut buf = uuid::Uuid::encode_buffer();
-            let id = crate::ids::uuid_v7().hyphenated().encode_lower(&mut buf);
-            http::HeaderValue::from_str(id).unwrap_or_else(|_| http::HeaderValue::from_static(""))
-        }
+        _ => crate::ids::uuid_header(crate::ids::uuid_v7()),
     }
 }
 
@@ -110,11 +106,14 @@ mod tests {
         assert!(!is_sane_request_id(b"has space"));
         assert!(!is_sane_request_id(b"quote\""));
         assert!(!is_sane_request_id(&[b'a'; 129]));
-        assert_eq!(request_id(&req(&[("X-Request-Id", "keep-me")])), "keep-me");
-        let fresh = request_id(&req(&[("x-request-id", "bad id")]));
+        assert_eq!(
+            request_id(&req(&[("X-Request-Id", "keep-me")]).headers),
+            "keep-me"
+        );
+        let fresh = request_id(&req(&[("x-request-id", "bad id")]).headers);
         assert_eq!(fresh.len(), 36);
         assert_ne!(fresh, "bad id");
-        assert_ne!(fresh, request_id(&req(&[])));
+        assert_ne!(fresh, request_id(&req(&[]).headers));
     }
 
     #[test]

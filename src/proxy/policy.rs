@@ -72,7 +72,7 @@ impl Policy {
     /// Sets the request id and the client address.
     pub fn identify(&self, session: &Session, ctx: &mut RequestCtx) {
         let req = session.req_header();
-        ctx.request_id = headers::request_id(req);
+        ctx.request_id = headers::request_id(&req.headers);
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())

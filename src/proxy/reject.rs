@@ -12,7 +12,7 @@ pub use crate::outcome::{Detail, Rejection};
 pub trait RejectionHttp {
     fn header(
         &self,
-        request_id: &str,
+        request_id: &HeaderValue,
         len: usize,
         www_authenticate: &HeaderValue,
     ) -> pingora_error::Result<ResponseHeader>;
@@ -22,18 +22,18 @@ impl RejectionHttp for Rejection {
     /// Status line and headers for this rejection with a body of `len` bytes.
     fn header(
         &self,
-        request_id: &str,
+        request_id: &HeaderValue,
         len: usize,
         www_authenticate: &HeaderValue,
     ) -> pingora_error::Result<ResponseHeader> {
         let mut h = ResponseHeader::build(self.status(), Some(6))?;
         h.insert_header("content-type", "application/json")?;
-        h.insert_header("content-length", len.to_string())?;
+        h.insert_header("content-length", len)?;
         h.insert_header("cache-control", "no-store")?;
-        h.insert_header(super::headers::REQUEST_ID, request_id)?;
+        h.insert_header(super::headers::REQUEST_ID, request_id.clone())?;
         match self.detail {
             Detail::RateLimited { retry_after, .. } | Detail::RetryAfter(retry_after) => {
-                h.insert_header("retry-after", retry_after.to_string())?;
+                h.insert_header("retry-after", retry_after)?;
             }
             _ => {}
         }
@@ -73,7 +73,11 @@ mod tests {
         assert_eq!(v["error"]["window"], "minute");
         assert_eq!(v["error"]["retry_after"], 7);
         let h = r
-            .header("x", 10, &HeaderValue::from_static(""))
+            .header(
+                &HeaderValue::from_static("x"),
+                10,
+                &HeaderValue::from_static(""),
+            )
             .expect("header");
         assert_eq!(h.status.as_u16(), 429);
         assert_eq!(h.headers["retry-after"], "7");
@@ -88,7 +92,11 @@ mod tests {
     #[test]
     fn missing_key_challenges() {
         let h = Rejection::new(Outcome::MissingKey)
-            .header("x", 1, &HeaderValue::from_static("ApiKey"))
+            .header(
+                &HeaderValue::from_static("x"),
+                1,
+                &HeaderValue::from_static("ApiKey"),
+            )
             .expect("header");
         assert_eq!(h.status.as_u16(), 401);
         assert!(h.headers.contains_key("www-authenticate"));

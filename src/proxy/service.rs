@@ -186,7 +186,7 @@ impl Proxy {
         let body = rejection.body(ctx.request_id());
         let header = rejection
             .header(
-                ctx.request_id(),
+                &ctx.request_id,
                 body.len(),
                 &self.state.policy.www_authenticate,
             )

@@ -184,26 +184,45 @@ impl Limiter {
         spans: &[Span],
         route: usize,
     ) -> Option<Verdict> {
-        let Some(b) = &self.batched else {
-            return self.redis_check(r, key, checks, spans, route).await;
-        };
         if r.breaker.is_open() {
             return None;
         }
-        let name = self.route_names.get(route).map_or("", |n| n);
+        let name = self.route_name(route);
+        let Some(b) = &self.batched else {
+            // Exact: one script call per request.
+            let prefix = redis::key_prefix(key.limit_id);
+            let call = r.check(&prefix, checks, spans, name, self.probe_timeout());
+            let (allowed, counts) = self.guarded(r, call).await?;
+            let mut v = decision::evaluate(checks, spans, &counts);
+            if v.allowed != allowed {
+                // A floating-point edge: Redis decided (and counted, or not); follow it.
+                v.allowed = allowed;
+                if !allowed && v.rejected_by.is_none() {
+                    v.rejected_by = Some((0, 1_000));
+                }
+            }
+            return Some(v);
+        };
         if let Some(v) = b.try_check(key.limit_id, checks, spans, name) {
             return Some(v);
         }
         // First use of this key here: read its windows from Redis first.
-        match tokio::time::timeout(
-            self.timeout,
-            b.sync_key(key.limit_id, checks, spans, name, self.probe_timeout()),
-        )
-        .await
-        {
-            Ok(Ok(())) => {
+        let sync = b.sync_key(key.limit_id, checks, spans, name, self.probe_timeout());
+        self.guarded(r, sync).await?;
+        b.try_check(key.limit_id, checks, spans, name)
+    }
+
+    /// One Redis call bounded by `ratelimit.timeout`, with the breaker's
+    /// bookkeeping; `None` when it failed or timed out.
+    async fn guarded<T, E: std::fmt::Display>(
+        &self,
+        r: &RedisBackend,
+        call: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Option<T> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(v)) => {
                 r.breaker.success();
-                b.try_check(key.limit_id, checks, spans, name)
+                Some(v)
             }
             Ok(Err(e)) => {
                 self.failed(r, &e.to_string());
@@ -216,52 +235,8 @@ impl Limiter {
         }
     }
 
-    /// The exact decision: one script call per request.
-    async fn redis_check(
-        &self,
-        r: &RedisBackend,
-        key: &KeyEntry,
-        checks: &[Check],
-        spans: &[Span],
-        route: usize,
-    ) -> Option<Verdict> {
-        if r.breaker.is_open() {
-            return None;
-        }
-        let name = self.route_names.get(route).map_or("", |n| n);
-        let call = tokio::time::timeout(
-            self.timeout,
-            r.check(
-                &redis::key_prefix(key.limit_id),
-                checks,
-                spans,
-                name,
-                self.probe_timeout(),
-            ),
-        )
-        .await;
-        match call {
-            Ok(Ok((allowed, counts))) => {
-                r.breaker.success();
-                let mut v = decision::evaluate(checks, spans, &counts);
-                if v.allowed != allowed {
-                    // A floating-point edge: Redis decided (and counted, or not); follow it.
-                    v.allowed = allowed;
-                    if !allowed && v.rejected_by.is_none() {
-                        v.rejected_by = Some((0, 1_000));
-                    }
-                }
-                Some(v)
-            }
-            Ok(Err(e)) => {
-                self.failed(r, &e.to_string());
-                None
-            }
-            Err(_) => {
-                self.failed(r, "timed out");
-                None
-            }
-        }
+    fn route_name(&self, route: usize) -> &str {
+        self.route_names.get(route).map_or("", |n| n)
     }
 
     fn failed(&self, r: &RedisBackend, why: &str) {
@@ -341,7 +316,7 @@ impl Limiter {
     /// Appends the policy's name: the window, prefixed by the route for caps.
     fn write_policy_name(&self, out: &mut String, c: &Check, route: usize) {
         if let Scope::Route(_) = c.scope {
-            out.push_str(self.route_names.get(route).map_or("", |n| n));
+            out.push_str(self.route_name(route));
             out.push('.');
         }
         out.push_str(c.window.as_str());

@@ -281,9 +281,8 @@ pub trait Store: Send + Sync + 'static {
 
     // Sync.
     /// Streams every key into `sink`; returns the change number it reflects.
-    async fn snapshot(&self, now: DateTime<Utc>, sink: SnapshotSink<'_>)
-    -> Result<i64, StoreError>;
-    async fn changes_since(&self, seq: i64, now: DateTime<Utc>) -> Result<Changes, StoreError>;
+    async fn snapshot(&self, sink: SnapshotSink<'_>) -> Result<i64, StoreError>;
+    async fn changes_since(&self, seq: i64) -> Result<Changes, StoreError>;
     /// A push channel for changes, if the store has one (else the sync polls).
     async fn listen(&self) -> Result<Option<Box<dyn ChangeListener>>, StoreError>;
     /// For stores without a push channel: how often the sync must poll.

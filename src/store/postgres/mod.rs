@@ -385,11 +385,7 @@ impl Store for PgStore {
         rows.iter().map(|r| decode(r, now)).collect()
     }
 
-    async fn snapshot(
-        &self,
-        _now: DateTime<Utc>,
-        sink: SnapshotSink<'_>,
-    ) -> Result<i64, StoreError> {
+    async fn snapshot(&self, sink: SnapshotSink<'_>) -> Result<i64, StoreError> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .execute(&mut *tx)
@@ -413,7 +409,7 @@ impl Store for PgStore {
         Ok(seq)
     }
 
-    async fn changes_since(&self, seq: i64, _now: DateTime<Utc>) -> Result<Changes, StoreError> {
+    async fn changes_since(&self, seq: i64) -> Result<Changes, StoreError> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .execute(&mut *tx)

@@ -381,11 +381,7 @@ impl Store for SqliteStore {
         rows.iter().map(|r| decode(r, now)).collect()
     }
 
-    async fn snapshot(
-        &self,
-        _now: DateTime<Utc>,
-        sink: SnapshotSink<'_>,
-    ) -> Result<i64, StoreError> {
+    async fn snapshot(&self, sink: SnapshotSink<'_>) -> Result<i64, StoreError> {
         // One read transaction: a consistent view of the keys and their change number.
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         let seq: i64 = sqlx::query_scalar("SELECT seq FROM key_change_seq WHERE id = 1")
@@ -403,7 +399,7 @@ impl Store for SqliteStore {
         Ok(seq)
     }
 
-    async fn changes_since(&self, seq: i64, _now: DateTime<Utc>) -> Result<Changes, StoreError> {
+    async fn changes_since(&self, seq: i64) -> Result<Changes, StoreError> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {SYNC_COLUMNS} WHERE change_seq > ?1 ORDER BY change_seq"
