@@ -12,21 +12,22 @@ use pingora_core::services::Service as _;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::admin::{self, AdminState};
-use crate::audit::AuditSealer;
+use crate::admin::{self, AdminState, Readiness};
 use crate::auth::hash::KeyHasher;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::keys::EntryContext;
 use crate::keys::KeyTable;
 use crate::keys::sync::KeySync;
-use crate::keys::{EntryContext, KeyService};
 use crate::metrics::Metrics;
-use crate::proxy::policy::Policy;
+use crate::proxy::policy::Gate;
 use crate::proxy::upstream::UpstreamPool;
 use crate::proxy::{Proxy, ProxyState, listener};
 use crate::ratelimit::{Health as RateLimitHealth, Limiter};
 use crate::secrets;
-use crate::store;
+use crate::service::Services;
+use crate::store::{self, StoreError, Stores};
+use crate::usage::writer::UsageWriter;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -47,7 +48,7 @@ pub enum GatewayError {
     #[error("cannot start the proxy listener: {0}")]
     Proxy(std::io::Error),
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] StoreError),
     #[error(transparent)]
     RateLimit(#[from] crate::ratelimit::LimiterError),
     #[error("usage spool {0}: {1}")]
@@ -66,7 +67,7 @@ pub struct Gateway {
     state: Arc<ProxyState>,
     admin: Arc<AdminState>,
     sync: KeySync,
-    usage_writer: Option<crate::usage::writer::UsageWriter>,
+    usage_writer: Option<UsageWriter>,
     proxy_listener: std::net::TcpListener,
     admin_listener: std::net::TcpListener,
 }
@@ -99,77 +100,37 @@ impl Gateway {
         let secret = secrets::load_hash_secret(&config.store)?;
         let hasher =
             KeyHasher::new(secret.expose().as_bytes()).map_err(secrets::SecretLoadError::from)?;
-        let store = store::open(&config.store, AuditSealer::new(&hasher)).await?;
+        let stores = store::open(&config.store).await?;
         let keys = Arc::new(KeyTable::default());
-        let store_reachable = Arc::new(AtomicBool::new(false));
-        let mut sync = KeySync::new(
-            store.clone(),
-            keys.clone(),
-            EntryContext::new(&config),
-            opts.clock.clone(),
-            // A store without push notifications is polled often enough to be ~1 s behind.
-            store
-                .poll_interval()
-                .map_or(config.keys.sync_interval, |p| {
-                    p.min(config.keys.sync_interval)
-                }),
-            store_reachable.clone(),
-        );
-        match tokio::time::timeout(FIRST_LOAD_WAIT, sync.load()).await {
-            Ok(Ok(n)) => tracing::info!(keys = n, store = store.kind(), "key table loaded"),
-            Ok(Err(crate::store::StoreError::Schema)) => {
-                return Err(crate::store::StoreError::Schema.into());
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "key store unavailable at start; not ready until it answers")
-            }
-            Err(_) => tracing::warn!("key store did not answer at start; not ready until it does"),
-        }
-        let upstreams = config
-            .upstreams
-            .iter()
-            .map(UpstreamPool::new)
-            .collect::<Result<Vec<_>, _>>()?;
-        let hasher_for_service = hasher.clone();
-        let policy = Policy::new(&config, hasher, keys.clone(), opts.clock.clone());
-        let rl_health = Arc::new(RateLimitHealth::new(config.ratelimit.on_backend_error));
+        let readiness = Readiness {
+            keys: keys.clone(),
+            ratelimit: Arc::new(RateLimitHealth::new(config.ratelimit.on_backend_error)),
+            store_reachable: Arc::new(AtomicBool::new(false)),
+        };
+        let sync = first_load(&config, &stores, &readiness, &opts).await?;
         let limiter = Arc::new(Limiter::new(
             &config,
             metrics.clone(),
-            rl_health.clone(),
+            readiness.ratelimit.clone(),
             opts.clock.clone(),
         )?);
         limiter.connect().await;
-        let (usage, usage_writer) = if config.usage.enabled {
-            let (sink, writer) =
-                crate::usage::pipeline(&config.usage, store.clone(), metrics.clone())
-                    .map_err(|e| GatewayError::Usage(config.usage.spool_dir.clone(), e))?;
-            (Some(sink), Some(writer))
-        } else {
-            (None, None)
-        };
+        let (usage, usage_writer) = usage_pipeline(&config, &stores, &metrics)?;
         let state = Arc::new(ProxyState {
-            policy,
-            upstreams,
-            metrics: metrics.clone(),
-            limiter,
+            gate: Gate::new(&config, hasher.clone(), keys, limiter, opts.clock.clone()),
+            upstreams: config
+                .upstreams
+                .iter()
+                .map(UpstreamPool::new)
+                .collect::<Result<Vec<_>, _>>()?,
+            metrics,
             usage,
-            route_names,
             clock: opts.clock.clone(),
         });
-        let service = KeyService::new(
-            store.clone(),
-            hasher_for_service,
-            &config,
-            opts.clock.clone(),
-        );
+        let services = Services::new(&stores, hasher, &config, opts.clock);
         let admin = Arc::new(AdminState::new(
-            metrics,
-            keys,
-            rl_health,
-            store_reachable,
-            opts.clock,
-            service,
+            readiness,
+            services,
             state.clone(),
             &config.admin.tokens,
         ));
@@ -254,7 +215,7 @@ impl Gateway {
         let (bg_stop_tx, bg_stop_rx) = watch::channel(false);
         let background = vec![
             tokio::spawn(self.sync.run(bg_stop_rx.clone())),
-            tokio::spawn(self.state.limiter.clone().run_background(bg_stop_rx)),
+            tokio::spawn(self.state.gate.limiter().clone().run_background(bg_stop_rx)),
         ];
 
         Ok(RunningGateway {
@@ -273,6 +234,55 @@ impl Gateway {
             admin_task,
         })
     }
+}
+
+/// The key sync, after its first load: a gateway whose store is down starts
+/// not ready (and becomes ready when it answers); a missing schema is fatal.
+async fn first_load(
+    config: &Config,
+    stores: &Stores,
+    readiness: &Readiness,
+    opts: &BuildOptions,
+) -> Result<KeySync, GatewayError> {
+    let feed = &stores.feed;
+    // A store without push notifications is polled often enough to be ~1 s behind.
+    let interval = feed.poll_interval().map_or(config.keys.sync_interval, |p| {
+        p.min(config.keys.sync_interval)
+    });
+    let mut sync = KeySync::new(
+        feed.clone(),
+        readiness.keys.clone(),
+        EntryContext::new(config),
+        opts.clock.clone(),
+        interval,
+        readiness.store_reachable.clone(),
+    );
+    let kind = stores.db.kind();
+    match tokio::time::timeout(FIRST_LOAD_WAIT, sync.load()).await {
+        Ok(Ok(n)) => tracing::info!(keys = n, store = kind, "key table loaded"),
+        Ok(Err(e @ StoreError::Schema(_))) => return Err(e.into()),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "key store unavailable at start; not ready until it answers")
+        }
+        Err(_) => tracing::warn!("key store did not answer at start; not ready until it does"),
+    }
+    Ok(sync)
+}
+
+type UsagePipeline = (Option<crate::usage::UsageSink>, Option<UsageWriter>);
+
+fn usage_pipeline(
+    config: &Config,
+    stores: &Stores,
+    metrics: &Arc<Metrics>,
+) -> Result<UsagePipeline, GatewayError> {
+    if !config.usage.enabled {
+        return Ok((None, None));
+    }
+    let (sink, writer) =
+        crate::usage::pipeline(&config.usage, stores.usage.clone(), metrics.clone())
+            .map_err(|e| GatewayError::Usage(config.usage.spool_dir.clone(), e))?;
+    Ok((Some(sink), Some(writer)))
 }
 
 fn into_raw_fd(l: std::net::TcpListener) -> std::os::fd::RawFd {

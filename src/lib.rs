@@ -11,6 +11,7 @@ pub mod outcome;
 pub mod proxy;
 pub mod ratelimit;
 pub mod secrets;
+pub mod service;
 pub mod store;
 
 pub use gateway::{BuildOptions, Gateway, RunningGateway, Stop};

@@ -7,8 +7,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::keys::service::ServiceError;
 use crate::keys::validate::FieldError;
+use crate::service::ServiceError;
+use crate::store::StoreError;
 
 tokio::task_local! {
     /// The request id of the admin request being handled.
@@ -87,15 +88,22 @@ impl ApiError {
 
 impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
+        let conflict = |e: &dyn std::fmt::Display| {
+            ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+        };
         match e {
             ServiceError::Invalid(f) => ApiError::invalid(f),
-            e @ ServiceError::NotFound(_) => ApiError::not_found(e.to_string()),
-            ServiceError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
-            ServiceError::Unavailable(m) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", m)
-            }
-            ServiceError::Internal(m) => {
-                tracing::error!(error = %m, "admin API: internal error");
+            ServiceError::Store(e @ StoreError::NotFound(_)) => ApiError::not_found(e.to_string()),
+            ServiceError::Store(
+                e @ (StoreError::OwnerLimit { .. } | StoreError::Conflict { .. }),
+            ) => conflict(&e),
+            ServiceError::Store(e @ StoreError::Unavailable(_)) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                e.to_string(),
+            ),
+            e => {
+                tracing::error!(error = %e, "admin API: internal error");
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal",
@@ -103,12 +111,6 @@ impl From<ServiceError> for ApiError {
                 )
             }
         }
-    }
-}
-
-impl From<crate::store::StoreError> for ApiError {
-    fn from(e: crate::store::StoreError) -> Self {
-        ServiceError::from(e).into()
     }
 }
 

@@ -28,14 +28,15 @@ async fn healthz() -> impl IntoResponse {
 /// its table, and failing every instance's readiness at once would turn a
 /// dependency outage into a full outage.
 async fn readyz(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
-    let keys_loaded = s.keys.is_ready();
-    let store = s.store_reachable.load(Ordering::Relaxed);
-    let rl = s.ratelimit.state();
+    let r = &s.readiness;
+    let keys_loaded = r.keys.is_ready();
+    let store = r.store_reachable.load(Ordering::Relaxed);
+    let rl = r.ratelimit.state();
     let ready = keys_loaded && rl.can_serve();
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },
         "keys": if keys_loaded { "loaded" } else { "not_loaded" },
-        "keys_loaded": s.keys.len(),
+        "keys_loaded": r.keys.len(),
         "store": if store { "reachable" } else { "unreachable" },
         "ratelimit": rl.as_str(),
     });
@@ -48,16 +49,17 @@ async fn readyz(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
-    let now = s.clock.now_ms();
-    s.metrics.keys_loaded.set(s.keys.len() as i64);
-    if let Some(age) = s.keys.sync_age_secs(now) {
-        s.metrics.key_sync_age.set(age);
+    let (metrics, keys) = (&s.proxy.metrics, &s.readiness.keys);
+    let now = s.proxy.clock.now_ms();
+    metrics.keys_loaded.set(keys.len() as i64);
+    if let Some(age) = keys.sync_age_secs(now) {
+        metrics.key_sync_age.set(age);
     }
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        s.metrics.render(),
+        metrics.render(),
     )
 }

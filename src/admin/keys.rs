@@ -13,16 +13,15 @@ use super::AdminState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiQuery};
 use crate::audit::Actor;
-use crate::keys::KeyService;
-use crate::keys::service::{CreateKey, CreatedKey, RotatedKey, UpdateKey};
+use crate::keys::model::{KeyPatch, KeyRecord};
+use crate::service::{CreatedKey, KeyService, RotatedKey, page};
 use crate::store::KeyQuery;
-use crate::store::model::KeyRecord;
 
 pub(super) fn key_id(id: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id).map_err(|_| ApiError::not_found(format!("no key with id {id:?}")))
 }
 
-#[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = CreateKey,
+#[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body(content = KeyPatch, description = "The key's fields (`owner_id` required), `prefix`, and `expires_in` or `expires_at`"),
     responses((status = 201, body = CreatedKey, description = "Created; the secret is shown only here"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody, description = "keys.max_per_owner reached"),
         (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)),
@@ -30,14 +29,11 @@ pub(super) fn key_id(id: &str) -> Result<Uuid, ApiError> {
 pub async fn create(
     State(s): State<Arc<AdminState>>,
     Extension(actor): Extension<Actor>,
-    ApiJson(req): ApiJson<CreateKey>,
+    ApiJson(req): ApiJson<KeyPatch>,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
-    if req.owner_id.is_empty() {
-        return Err(ApiError::field("owner_id", "required"));
-    }
     Ok((
         StatusCode::CREATED,
-        Json(s.service.create(req, &actor).await?),
+        Json(s.services.keys.create(req, &actor).await?),
     ))
 }
 
@@ -94,10 +90,7 @@ pub async fn list(
     ApiQuery(p): ApiQuery<ListParams>,
 ) -> Result<Json<KeyPage>, ApiError> {
     let status = KeyService::status_filter(p.status.map_or("all", StatusFilter::as_str))?;
-    let limit = p.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::field("limit", "must be 1-1000"));
-    }
+    let limit = page::size("limit", p.limit)?;
     let after = match p.cursor.as_deref().filter(|c| !c.is_empty()) {
         Some(c) => Some(
             Uuid::parse_str(c)
@@ -112,7 +105,7 @@ pub async fn list(
         after,
         limit,
     };
-    let (keys, next) = s.service.list(q).await?;
+    let (keys, next) = s.services.keys.list(q).await?;
     Ok(Json(KeyPage {
         keys,
         next_cursor: next.map(|u| u.to_string()),
@@ -126,10 +119,10 @@ pub async fn get(
     State(s): State<Arc<AdminState>>,
     Path(id): Path<String>,
 ) -> Result<Json<KeyRecord>, ApiError> {
-    Ok(Json(s.service.get(key_id(&id)?).await?))
+    Ok(Json(s.services.keys.get(key_id(&id)?).await?))
 }
 
-#[utoipa::path(patch, path = "/v1/keys/{id}", tag = "keys", request_body = UpdateKey, params(("id" = String, Path, description = "key id")),
+#[utoipa::path(patch, path = "/v1/keys/{id}", tag = "keys", request_body(content = KeyPatch, description = "The fields to change; absent fields stay, lists and objects are replaced whole, `\"expires_at\": null` clears"), params(("id" = String, Path, description = "key id")),
     responses((status = 200, body = KeyRecord), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "the key is revoked"), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -137,9 +130,11 @@ pub async fn update(
     State(s): State<Arc<AdminState>>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-    ApiJson(req): ApiJson<UpdateKey>,
+    ApiJson(req): ApiJson<KeyPatch>,
 ) -> Result<Json<KeyRecord>, ApiError> {
-    Ok(Json(s.service.update(key_id(&id)?, req, &actor).await?))
+    Ok(Json(
+        s.services.keys.update(key_id(&id)?, req, &actor).await?,
+    ))
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -158,7 +153,10 @@ pub async fn revoke(
     ApiJson(req): ApiJson<RevokeRequest>,
 ) -> Result<Json<KeyRecord>, ApiError> {
     Ok(Json(
-        s.service.revoke(key_id(&id)?, req.reason, &actor).await?,
+        s.services
+            .keys
+            .revoke(key_id(&id)?, req.reason, &actor)
+            .await?,
     ))
 }
 
@@ -185,7 +183,7 @@ pub async fn rotate(
         Some(g) => humantime::parse_duration(g)
             .map_err(|_| ApiError::field("grace", "a duration up to a year, e.g. \"24h\""))?,
     };
-    Ok(Json(s.service.rotate(id, grace, &actor).await?))
+    Ok(Json(s.services.keys.rotate(id, grace, &actor).await?))
 }
 
 #[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path, description = "key id")),
@@ -196,6 +194,6 @@ pub async fn delete(
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    s.service.delete(key_id(&id)?, &actor).await?;
+    s.services.keys.delete(key_id(&id)?, &actor).await?;
     Ok(StatusCode::NO_CONTENT)
 }

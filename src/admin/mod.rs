@@ -20,47 +20,40 @@ use axum::middleware;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 
-use crate::clock::Clock;
 use crate::config::Secret;
-use crate::keys::{KeyService, KeyTable};
-use crate::metrics::Metrics;
+use crate::keys::KeyTable;
 use crate::proxy::ProxyState;
 use crate::ratelimit::Health as RateLimitHealth;
+use crate::service::Services;
 pub use error::ApiError;
 pub use openapi::json as openapi_json;
 
-/// What the admin handlers read.
-pub struct AdminState {
-    pub metrics: Arc<Metrics>,
+/// What `/readyz` looks at.
+pub struct Readiness {
     pub keys: Arc<KeyTable>,
     pub ratelimit: Arc<RateLimitHealth>,
     pub store_reachable: Arc<AtomicBool>,
-    pub clock: Clock,
-    pub service: KeyService,
-    /// The proxy's policy, limiter and usage sink, for `/v1/verify`.
+}
+
+/// What the admin handlers read.
+pub struct AdminState {
+    pub readiness: Readiness,
+    pub services: Services,
+    /// The proxy's gate, metrics, clock and usage sink, for `/v1/verify` and `/metrics`.
     pub proxy: Arc<ProxyState>,
     tokens: Vec<auth::Token>,
 }
 
 impl AdminState {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        metrics: Arc<Metrics>,
-        keys: Arc<KeyTable>,
-        ratelimit: Arc<RateLimitHealth>,
-        store_reachable: Arc<AtomicBool>,
-        clock: Clock,
-        service: KeyService,
+        readiness: Readiness,
+        services: Services,
         proxy: Arc<ProxyState>,
         tokens: &[Secret],
     ) -> AdminState {
         AdminState {
-            metrics,
-            keys,
-            ratelimit,
-            store_reachable,
-            clock,
-            service,
+            readiness,
+            services,
             proxy,
             tokens: tokens.iter().map(auth::Token::new).collect(),
         }

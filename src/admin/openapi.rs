@@ -25,7 +25,7 @@ impl Modify for BearerAuth {
     paths(keys::create, keys::list, keys::get, keys::update, keys::revoke, keys::rotate, keys::delete,
           verify::verify, reports::key_usage, reports::audit),
     components(schemas(error::ErrorBody, error::ErrorDetail, crate::keys::validate::FieldError,
-                       crate::store::model::KeyRecord, crate::store::model::KeyStatus, crate::ratelimit::window::Limits, keys::StatusFilter)),
+                       crate::keys::model::KeyRecord, crate::keys::model::KeySpec, crate::keys::model::KeyState, crate::keys::model::KeyPatch, crate::keys::model::KeyStatus, crate::ratelimit::window::Limits, keys::StatusFilter)),
     modifiers(&BearerAuth),
     tags((name = "keys"), (name = "verify"), (name = "usage"), (name = "audit"))
 )]

@@ -4,16 +4,16 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use super::AdminState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::ApiQuery;
 use super::keys::key_id;
 use crate::audit::AuditEntry;
-use crate::store::{Granularity, UsageBucket};
+use crate::service::UsageReport;
+use crate::store::Granularity;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -27,16 +27,6 @@ pub struct UsageParams {
     granularity: Option<Granularity>,
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct UsageReport {
-    key_id: Uuid,
-    granularity: Granularity,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    /// Requests per bucket and outcome (UTC buckets).
-    buckets: Vec<UsageBucket>,
-}
-
 #[utoipa::path(get, path = "/v1/keys/{id}/usage", tag = "usage", params(("id" = String, Path, description = "key id"), UsageParams),
     responses((status = 200, body = UsageReport), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -45,31 +35,12 @@ pub async fn key_usage(
     Path(id): Path<String>,
     ApiQuery(p): ApiQuery<UsageParams>,
 ) -> Result<Json<UsageReport>, ApiError> {
-    let id = key_id(&id)?;
-    s.service.get(id).await?;
-    let granularity = p.granularity.unwrap_or(Granularity::Hour);
-    let to = p.to.unwrap_or_else(|| s.clock.now());
-    let from = p.from.unwrap_or_else(|| {
-        to - match granularity {
-            Granularity::Hour => Duration::hours(24),
-            Granularity::Day => Duration::days(30),
-        }
-    });
-    if from >= to {
-        return Err(ApiError::field("from", "must be before `to`"));
-    }
-    let buckets = s
-        .service
-        .store()
-        .usage_buckets(id, from, to, granularity)
+    let report = s
+        .services
+        .usage
+        .key_report(key_id(&id)?, p.from, p.to, p.granularity)
         .await?;
-    Ok(Json(UsageReport {
-        key_id: id,
-        granularity,
-        from,
-        to,
-        buckets,
-    }))
+    Ok(Json(report))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -98,18 +69,7 @@ pub async fn audit(
     State(s): State<Arc<AdminState>>,
     ApiQuery(p): ApiQuery<AuditParams>,
 ) -> Result<Json<AuditPage>, ApiError> {
-    let after = p.after.unwrap_or(0);
-    if after < 0 {
-        return Err(ApiError::field("after", "must be at least 0"));
-    }
-    let limit = p.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::field("limit", "must be 1-1000"));
-    }
-    let entries = s.service.store().audit_page(after, limit).await?;
-    let next_after = (entries.len() == limit as usize)
-        .then(|| entries.last().map(|e| e.seq))
-        .flatten();
+    let (entries, next_after) = s.services.audit.page(p.after.unwrap_or(0), p.limit).await?;
     Ok(Json(AuditPage {
         entries,
         next_after,

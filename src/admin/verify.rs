@@ -16,7 +16,7 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::ApiJson;
 use crate::auth::scope;
 use crate::outcome::{Detail, Outcome, Rejection};
-use crate::usage::UsageRecord;
+use crate::proxy::policy::{Attempt, Served};
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -74,8 +74,7 @@ pub async fn verify(
     ApiJson(req): ApiJson<VerifyRequest>,
 ) -> Result<Json<VerifyResponse>, ApiError> {
     let started = std::time::Instant::now();
-    let proxy = &s.proxy;
-    let policy = &proxy.policy;
+    let gate = &s.proxy.gate;
     if req.key.is_empty() {
         return Err(ApiError::field("key", "required"));
     }
@@ -94,62 +93,54 @@ pub async fn verify(
         }
     }
     let route = match req.route.as_deref() {
-        Some(name) => match policy.route_index(name) {
+        Some(name) => match gate.route_index(name) {
             Some(r) => Some(r),
             None => return Ok(Json(refused(Rejection::new(Outcome::RouteNotFound), None))),
         },
         None => None,
     };
     if let Some(r) = route {
-        scopes.extend(policy.route_config(r).scopes.iter().cloned());
+        scopes.extend(gate.route_config(r).scopes.iter().cloned());
     }
-    // `check_key` refuses malformed and over-long keys before hashing.
-    let decision = match policy.check_key(&req.key, route, &scopes, ip) {
-        Ok(entry) => match proxy.limiter.check(&entry, route).await {
-            Ok(status) => Ok((entry, status)),
-            Err((r, _)) => Err((r, Some(entry))),
+    // The proxy's own decision; it refuses malformed and over-long keys before hashing.
+    let attempt = Attempt {
+        key: &req.key,
+        route,
+        scopes: &scopes,
+        client_ip: ip,
+    };
+    let d = gate.decide(&attempt).await;
+    let outcome = d.outcome();
+    let resp = match (&d.verdict, &d.key) {
+        (Ok(()), Some(entry)) => VerifyResponse {
+            valid: true,
+            code: Outcome::Ok.as_str().into(),
+            key: Some(describe(entry)),
+            rate_limit: d.rate.as_ref().map(|s| VerifiedRateLimit {
+                limit: s.limit,
+                remaining: s.remaining,
+                reset: s.reset_secs,
+            }),
+            retry_after: None,
+            required_scopes: None,
         },
-        Err(e) => Err(e),
+        (Err(rejection), key) => refused(rejection.clone(), key.as_deref()),
+        (Ok(()), None) => refused(Rejection::new(Outcome::InvalidKey), None),
     };
-    let (resp, entry, outcome) = match decision {
-        Ok((entry, status)) => {
-            let resp = VerifyResponse {
-                valid: true,
-                code: Outcome::Ok.as_str().into(),
-                key: Some(describe(&entry)),
-                rate_limit: status.map(|s| VerifiedRateLimit {
-                    limit: s.limit,
-                    remaining: s.remaining,
-                    reset: s.reset_secs,
-                }),
-                retry_after: None,
-                required_scopes: None,
-            };
-            (resp, Some(entry), Outcome::Ok)
-        }
-        Err((rejection, entry)) => {
-            let outcome = rejection.outcome;
-            (refused(rejection, entry.as_deref()), entry, outcome)
-        }
-    };
-    if let Some(usage) = &proxy.usage {
-        usage.record(UsageRecord {
-            id: crate::ids::uuid_v7(),
-            request_id: super::error::current_request_id(),
-            ts_ms: proxy.clock.now_ms(),
-            key_id: entry.as_ref().map(|k| k.id),
-            owner_id: entry.as_ref().map(|k| k.owner_id().clone()),
-            route: route.and_then(|r| proxy.route_names.get(r).cloned()),
-            method: "VERIFY".into(),
+    if let Some(usage) = &s.proxy.usage {
+        let request_id = super::error::current_request_id();
+        let served = Served {
+            request_id: &request_id,
+            ts_ms: s.proxy.clock.now_ms(),
+            method: "VERIFY",
             status: 200,
-            outcome,
             latency_us: started.elapsed().as_micros() as u64,
             upstream_latency_us: None,
             bytes_in: 0,
             bytes_out: 0,
             client_ip: ip,
-            deprecated_key: entry.as_ref().is_some_and(|k| k.deprecation.is_some()),
-        });
+        };
+        usage.record(gate.usage_record(d.key.as_deref(), route, outcome, served));
     }
     Ok(Json(resp))
 }

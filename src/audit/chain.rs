@@ -25,6 +25,33 @@ pub struct AuditDraft {
     pub changes: serde_json::Value,
 }
 
+/// The audit side of one key write: who makes it, what it is, and the sealer
+/// that chains its record. A store appends the record in the write's own
+/// transaction, so a change and its audit record commit together or not at all.
+#[derive(Clone, Copy)]
+pub struct Audit<'a> {
+    pub sealer: &'a AuditSealer,
+    pub actor: &'a str,
+    pub action: &'static str,
+}
+
+impl Audit<'_> {
+    /// The draft of this write's record about `key_id` with `changes`.
+    pub fn draft(&self, key_id: Option<Uuid>, changes: serde_json::Value) -> AuditDraft {
+        AuditDraft {
+            actor: self.actor.to_owned(),
+            action: self.action,
+            key_id,
+            changes,
+        }
+    }
+
+    /// The same writer, recording another action (a rotation also creates a key).
+    pub fn as_action(self, action: &'static str) -> Self {
+        Audit { action, ..self }
+    }
+}
+
 /// A stored record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AuditEntry {

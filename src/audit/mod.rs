@@ -2,4 +2,4 @@
 
 pub mod chain;
 
-pub use chain::{Actor, AuditDraft, AuditEntry, AuditSealer, Broken};
+pub use chain::{Actor, Audit, AuditDraft, AuditEntry, AuditSealer, Broken};

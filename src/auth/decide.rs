@@ -57,9 +57,9 @@ pub fn decide(
 mod tests {
     use super::*;
     use crate::auth::hash::KeyHash;
+    use crate::keys::model::{KeyRow, KeySpec};
     use crate::keys::{EntryContext, Interner};
     use crate::ratelimit::window::Limits;
-    use crate::store::KeyRow;
     use chrono::Duration;
     use uuid::Uuid;
 
@@ -67,21 +67,21 @@ mod tests {
         KeyRow {
             id: Uuid::nil(),
             hash: KeyHash([0; 32]),
-            owner_id: "o".into(),
-            scopes: vec!["orders:*".into()],
-            allowed_cidrs: vec![
-                "10.0.0.0/8".parse().expect("cidr"),
-                "2001:db8::/32".parse().expect("cidr"),
-            ],
-            allowed_routes: vec!["r0".into(), "r1".into()],
-            rate_limits: Limits::default(),
-            metadata: Default::default(),
-            enabled: true,
-            expires_at: None,
+            lineage_id: Uuid::nil(),
             revoked: false,
             rotated_to: None,
             rotated_at: None,
-            lineage_id: Uuid::nil(),
+            spec: KeySpec {
+                owner_id: "o".into(),
+                scopes: vec!["orders:*".into()],
+                allowed_cidrs: vec![
+                    "10.0.0.0/8".parse().expect("cidr"),
+                    "2001:db8::/32".parse().expect("cidr"),
+                ],
+                allowed_routes: vec!["r0".into(), "r1".into()],
+                rate_limits: Limits::default(),
+                ..KeySpec::default()
+            },
         }
     }
 
@@ -184,19 +184,17 @@ mod tests {
             code(decide(&key(), None, &[], None, now)),
             Some(Outcome::IpNotAllowed)
         );
-        let open = entry(KeyRow {
-            allowed_cidrs: vec![],
-            ..row()
-        });
+        let mut open = row();
+        open.spec.allowed_cidrs = vec![];
+        let open = entry(open);
         assert_eq!(code(decide(&open, None, &[], None, now)), None);
     }
 
     #[test]
     fn empty_cidrs_allow_any_address() {
-        let k = entry(KeyRow {
-            allowed_cidrs: vec![],
-            ..row()
-        });
+        let mut k = row();
+        k.spec.allowed_cidrs = vec![];
+        let k = entry(k);
         assert_eq!(
             code(decide(
                 &k,

@@ -1,9 +1,11 @@
 //! The command line: `keygate [--config PATH] <command>`.
 //! Exit codes: 0 ok, 1 runtime failure, 2 usage or config error.
 
+mod audit;
 mod check;
 mod keys;
 mod table;
+mod usage;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,7 +14,8 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{self, Config, ConfigError};
 use crate::gateway::{Gateway, GatewayError};
-use crate::keys::service::ServiceError;
+use crate::secrets::SecretLoadError;
+use crate::service::{ServiceError, Services};
 use crate::store::StoreError;
 
 pub use check::route_table;
@@ -40,10 +43,10 @@ pub enum Command {
     Keys(Box<keys::KeysCommand>),
     /// The audit log.
     #[command(subcommand)]
-    Audit(keys::AuditCommand),
+    Audit(audit::AuditCommand),
     /// Usage records.
     #[command(subcommand)]
-    Usage(keys::UsageCommand),
+    Usage(usage::UsageCommand),
 }
 
 /// A failure and the exit code it maps to.
@@ -51,36 +54,64 @@ pub enum Command {
 pub enum CliError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// Bad command-line input; the message says what to type instead.
     #[error("{0}")]
     Usage(String),
     #[error(transparent)]
     Gateway(#[from] GatewayError),
-    #[error("{0}")]
-    Runtime(String),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Secret(#[from] SecretLoadError),
+    #[error("cannot start the runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("cannot write the output: {0}")]
+    Output(#[source] std::io::Error),
 }
 
 impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Config(_) | CliError::Usage(_) => 2,
-            CliError::Gateway(_) | CliError::Runtime(_) => 1,
+            CliError::Service(ServiceError::Invalid(_)) => 2,
+            _ => 1,
         }
     }
 }
 
-impl From<ServiceError> for CliError {
-    fn from(e: ServiceError) -> Self {
-        match e {
-            e @ ServiceError::Invalid(_) => CliError::Usage(e.to_string()),
-            e => CliError::Runtime(e.to_string()),
-        }
+/// What a CLI command works with: the services over the configured store.
+struct Ctx {
+    services: Services,
+}
+
+impl Ctx {
+    async fn open(config: &Config) -> Result<Ctx, CliError> {
+        let secret = crate::secrets::load_hash_secret(&config.store)?;
+        let hasher = crate::auth::hash::KeyHasher::new(secret.expose().as_bytes())
+            .map_err(SecretLoadError::from)?;
+        let stores = crate::store::open(&config.store).await?;
+        let clock = crate::clock::Clock::system();
+        Ok(Ctx {
+            services: Services::new(&stores, hasher, config, clock),
+        })
     }
 }
 
-impl From<StoreError> for CliError {
-    fn from(e: StoreError) -> Self {
-        CliError::Runtime(e.to_string())
+fn print_json(v: &impl serde::Serialize) {
+    match serde_json::to_string_pretty(v) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("keygate: cannot print JSON: {e}"),
     }
+}
+
+/// `keygate migrate`: needs no hash secret.
+async fn migrate(config: &Config) -> Result<(), CliError> {
+    let stores = crate::store::open(&config.store).await?;
+    stores.db.migrate().await?;
+    println!("migrations applied ({})", stores.db.kind());
+    Ok(())
 }
 
 pub fn main() -> ExitCode {
@@ -102,10 +133,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             print!("{}", route_table(&config));
             Ok(())
         }
-        Command::Migrate => runtime()?.block_on(keys::migrate(&config)),
+        Command::Migrate => runtime()?.block_on(migrate(&config)),
         Command::Keys(cmd) => runtime()?.block_on(keys::run(&config, *cmd)),
-        Command::Audit(cmd) => runtime()?.block_on(keys::audit(&config, cmd)),
-        Command::Usage(cmd) => runtime()?.block_on(keys::usage(&config, cmd)),
+        Command::Audit(cmd) => runtime()?.block_on(audit::run(&config, cmd)),
+        Command::Usage(cmd) => runtime()?.block_on(usage::run(&config, cmd)),
     }
 }
 
@@ -115,7 +146,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
         .thread_name("keygate-bg")
         .enable_all()
         .build()
-        .map_err(|e| CliError::Runtime(format!("cannot start runtime: {e}")))
+        .map_err(CliError::Runtime)
 }
 
 fn serve(config: Config) -> Result<(), CliError> {

@@ -8,9 +8,9 @@ use http::HeaderName;
 use ipnetwork::IpNetwork;
 
 use super::entry::{Deprecation, KeyEntry, KeyPolicy, Owner, RouteSet, header_value};
+use super::model::KeyRow;
 use crate::config::Config;
 use crate::ratelimit::window::Limits;
-use crate::store::KeyRow;
 
 /// What makes two keys' policies the same.
 #[derive(PartialEq, Eq, Hash)]
@@ -62,7 +62,7 @@ impl Interner {
     }
 
     pub fn entry(&mut self, row: KeyRow) -> KeyEntry {
-        let deprecation = match (row.rotated_at, row.expires_at) {
+        let deprecation = match (row.rotated_at, row.spec.expires_at) {
             (Some(since), Some(sunset)) if row.rotated_to.is_some() => {
                 Some(Box::new(Deprecation { since, sunset }))
             }
@@ -71,11 +71,11 @@ impl Interner {
         KeyEntry {
             id: row.id,
             limit_id: row.lineage_id,
-            enabled: row.enabled,
+            enabled: row.spec.enabled,
             revoked: row.revoked,
-            expires_at: row.expires_at,
+            expires_at: row.spec.expires_at,
             deprecation,
-            owner: self.owner(&row.owner_id),
+            owner: self.owner(&row.spec.owner_id),
             policy: self.policy(row),
         }
     }
@@ -97,13 +97,14 @@ impl Interner {
             .ctx
             .forward_metadata
             .iter()
-            .filter_map(|f| row.metadata.get(f).map(|v| (f.clone(), v.clone())))
+            .filter_map(|f| row.spec.metadata.get(f).map(|v| (f.clone(), v.clone())))
             .collect();
+        let spec = row.spec;
         let key = PolicyKey {
-            scopes: row.scopes,
-            cidrs: row.allowed_cidrs,
-            routes: row.allowed_routes,
-            limits: row.rate_limits,
+            scopes: spec.scopes,
+            cidrs: spec.allowed_cidrs,
+            routes: spec.allowed_routes,
+            limits: spec.rate_limits,
             metadata,
         };
         if let Some(p) = self.policies.get(&key) {
@@ -155,31 +156,31 @@ impl Interner {
 mod tests {
     use super::*;
     use crate::auth::hash::KeyHash;
+    use crate::keys::model::KeySpec;
     use uuid::Uuid;
 
     fn row(owner: &str, scopes: &[&str], plan: &str, note: &str) -> KeyRow {
         KeyRow {
             id: Uuid::new_v4(),
             hash: KeyHash([1; 32]),
-            owner_id: owner.into(),
-            scopes: scopes.iter().map(|s| s.to_string()).collect(),
-            allowed_cidrs: vec![],
-            allowed_routes: vec![],
-            rate_limits: Limits {
-                minute: Some(60),
-                ..Limits::default()
-            },
-            metadata: [
-                ("plan".to_string(), plan.to_string()),
-                ("note".to_string(), note.to_string()),
-            ]
-            .into(),
-            enabled: true,
-            expires_at: None,
+            lineage_id: Uuid::new_v4(),
             revoked: false,
             rotated_to: None,
             rotated_at: None,
-            lineage_id: Uuid::new_v4(),
+            spec: KeySpec {
+                owner_id: owner.into(),
+                scopes: scopes.iter().map(|s| s.to_string()).collect(),
+                rate_limits: Limits {
+                    minute: Some(60),
+                    ..Limits::default()
+                },
+                metadata: [
+                    ("plan".to_string(), plan.to_string()),
+                    ("note".to_string(), note.to_string()),
+                ]
+                .into(),
+                ..KeySpec::default()
+            },
         }
     }
 

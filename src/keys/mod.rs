@@ -1,14 +1,13 @@
-//! API keys at run time: the in-memory table, its sync with the store, and the
-//! management service used by the CLI and the admin API.
+//! API keys: the model (declared once), its validation, and at run time the
+//! in-memory table and its sync with the store.
 
 pub mod entry;
 pub mod intern;
-pub mod service;
+pub mod model;
 pub mod sync;
 pub mod table;
 pub mod validate;
 
 pub use entry::KeyEntry;
 pub use intern::{EntryContext, Interner};
-pub use service::KeyService;
 pub use table::KeyTable;

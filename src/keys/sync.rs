@@ -18,10 +18,10 @@ use super::KeyTable;
 use super::intern::{EntryContext, Interner};
 use crate::auth::hash::{KeyHash, PrefixBuildHasher};
 use crate::clock::Clock;
-use crate::store::{DynStore, StoreError};
+use crate::store::{KeyFeed, StoreError};
 
 pub struct KeySync {
-    store: DynStore,
+    store: Arc<dyn KeyFeed>,
     table: Arc<KeyTable>,
     interner: Interner,
     clock: Clock,
@@ -33,7 +33,7 @@ pub struct KeySync {
 
 impl KeySync {
     pub fn new(
-        store: DynStore,
+        store: Arc<dyn KeyFeed>,
         table: Arc<KeyTable>,
         ctx: EntryContext,
         clock: Clock,
@@ -149,7 +149,7 @@ impl KeySync {
 }
 
 /// Forwards store notifications to `wake`; reconnects with backoff.
-async fn listen(store: DynStore, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
+async fn listen(store: Arc<dyn KeyFeed>, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
     let mut backoff = Duration::from_millis(200);
     loop {
         let attempt = async {

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use ipnetwork::IpNetwork;
 use serde::Serialize;
 
+use super::model::KeyPatch;
 use crate::auth::{key, scope};
 use crate::config::validate_cidr;
 use crate::ratelimit::window::Limits;
@@ -97,6 +98,48 @@ pub fn cidrs(e: &mut Errors, v: &[String]) -> Vec<IpNetwork> {
             }
         })
         .collect()
+}
+
+/// Networks given as values (the API's JSON): `10.0.0.1/8` is almost always a
+/// typo for `10.0.0.0/8`, so host bits are refused rather than guessed away.
+pub fn networks(e: &mut Errors, v: &[IpNetwork]) {
+    list_len(e, "allowed_cidrs", v.len());
+    for (i, net) in v.iter().enumerate() {
+        if let Err(m) = validate_cidr(&net.to_string()) {
+            e.add(format!("allowed_cidrs[{i}]"), m);
+        }
+    }
+}
+
+/// Every field a patch (or a creation) carries; `routes` are the gateway's.
+pub fn patch(e: &mut Errors, p: &KeyPatch, routes: &HashSet<String>) {
+    if let Some(v) = &p.owner_id {
+        owner_id(e, v);
+    }
+    if let Some(v) = &p.name {
+        name(e, v);
+    }
+    if let Some(v) = &p.prefix {
+        prefix(e, v);
+    }
+    if let Some(v) = &p.scopes {
+        scopes(e, v);
+    }
+    if let Some(v) = &p.allowed_cidrs {
+        networks(e, v);
+    }
+    if let Some(v) = &p.allowed_routes {
+        self::routes(e, v, routes);
+    }
+    if let Some(v) = &p.rate_limits {
+        limits(e, v);
+    }
+    if let Some(v) = &p.metadata {
+        metadata(e, v);
+    }
+    if let Some(v) = &p.tags {
+        tags(e, v);
+    }
 }
 
 /// `known`: the gateway's route names; a key naming a route that does not exist

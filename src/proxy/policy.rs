@@ -1,12 +1,14 @@
-//! Everything keygate decides about a request before it goes upstream, and the
-//! headers it adds on the way: one place for the request path's policy.
+//! Everything keygate decides about a request, and the headers it adds on the
+//! way: one place for the request path's policy. [`Gate::decide`] is the one
+//! decision (key, route, IP, scopes, rate limits) that the proxy and
+//! `/v1/verify` both make.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
 use ipnetwork::IpNetwork;
-use pingora_http::RequestHeader;
+use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 
 use super::ctx::RequestCtx;
@@ -18,21 +20,26 @@ use crate::clock::Clock;
 use crate::config::{AuthMode, Config, RouteConfig};
 use crate::keys::{KeyEntry, KeyTable};
 use crate::outcome::{Outcome, Rejection};
+use crate::ratelimit::{Limiter, RateStatus};
+use crate::usage::UsageRecord;
 
 pub const KEY_ID: &str = "x-keygate-key-id";
 pub const OWNER_ID: &str = "x-keygate-owner-id";
 pub const SCOPES: &str = "x-keygate-scopes";
 
-pub struct Policy {
+pub struct Gate {
     key_header: HeaderName,
     accept_bearer: bool,
     forward_key: bool,
-    pub www_authenticate: HeaderValue,
+    www_authenticate: HeaderValue,
     trusted_proxies: Vec<IpNetwork>,
     hasher: KeyHasher,
     keys: Arc<KeyTable>,
+    limiter: Arc<Limiter>,
     router: Router,
     routes: Vec<RouteConfig>,
+    /// Route names, shared into usage records without copying.
+    route_names: Vec<Arc<str>>,
     clock: Clock,
 }
 
@@ -43,14 +50,54 @@ enum Presented<'a> {
     Unreadable,
 }
 
-impl Policy {
-    pub fn new(config: &Config, hasher: KeyHasher, keys: Arc<KeyTable>, clock: Clock) -> Policy {
+/// A key presented for a decision.
+pub struct Attempt<'a> {
+    pub key: &'a str,
+    /// `None`: the verify API without a route (key limits only).
+    pub route: Option<usize>,
+    /// Every scope the key must hold (the route's, and for verify any asked for).
+    pub scopes: &'a [String],
+    /// `None` fails a key that has an IP allowlist.
+    pub client_ip: Option<IpAddr>,
+}
+
+/// What the gate decided.
+pub struct Decision {
+    /// The key, when it was identified (also when refused: usage names it).
+    pub key: Option<Arc<KeyEntry>>,
+    /// Rate-limit state for the response headers.
+    pub rate: Option<RateStatus>,
+    pub verdict: Result<(), Rejection>,
+}
+
+/// The facts of a finished request that its usage record carries besides
+/// the decision.
+pub struct Served<'a> {
+    pub request_id: &'a str,
+    pub ts_ms: i64,
+    pub method: &'a str,
+    pub status: u16,
+    pub latency_us: u64,
+    pub upstream_latency_us: Option<u64>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub client_ip: Option<IpAddr>,
+}
+
+impl Gate {
+    pub fn new(
+        config: &Config,
+        hasher: KeyHasher,
+        keys: Arc<KeyTable>,
+        limiter: Arc<Limiter>,
+        clock: Clock,
+    ) -> Gate {
         let g = &config.gateway;
         let mut challenge = format!("ApiKey header=\"{}\"", g.key_header.as_str());
         if g.accept_bearer {
             challenge.push_str(", Bearer realm=\"keygate\"");
         }
-        Policy {
+        Gate {
             key_header: g.key_header.clone(),
             accept_bearer: g.accept_bearer,
             forward_key: g.forward_key,
@@ -59,14 +106,33 @@ impl Policy {
             trusted_proxies: g.trusted_proxies.clone(),
             hasher,
             keys,
+            limiter,
             router: Router::new(&config.routes),
             routes: config.routes.clone(),
+            route_names: config
+                .routes
+                .iter()
+                .map(|r| Arc::from(r.name.as_str()))
+                .collect(),
             clock,
         }
     }
 
     pub fn route_config(&self, i: usize) -> &RouteConfig {
         &self.routes[i]
+    }
+
+    pub fn route_index(&self, name: &str) -> Option<usize> {
+        self.routes.iter().position(|r| r.name == name)
+    }
+
+    /// The rate limiter (its background work runs beside the proxy).
+    pub fn limiter(&self) -> &Arc<Limiter> {
+        &self.limiter
+    }
+
+    pub fn www_authenticate(&self) -> &HeaderValue {
+        &self.www_authenticate
     }
 
     /// Sets the request id and the client address.
@@ -135,9 +201,9 @@ impl Policy {
         Presented::None
     }
 
-    /// The key decision, shared by the proxy and the verify API: shape and
-    /// checksum, the in-memory lookup (no I/O), then key state, route, IP and
-    /// scopes. On refusal the entry is returned too when the key was identified.
+    /// The key part of the decision: shape and checksum, the in-memory lookup
+    /// (no I/O), then key state, route, IP and scopes. On refusal the entry is
+    /// returned too when the key was identified.
     pub fn check_key(
         &self,
         key: &str,
@@ -163,41 +229,56 @@ impl Policy {
         }
     }
 
-    /// Authenticates and authorizes the key for an `auth = "required"` route.
-    pub fn authenticate(
-        &self,
-        req: &RequestHeader,
-        route: usize,
-        ctx: &mut RequestCtx,
-    ) -> Result<Arc<KeyEntry>, Rejection> {
-        let (key, bearer) = match self.presented(req) {
-            Presented::None => return Err(Rejection::new(Outcome::MissingKey)),
-            Presented::Unreadable => return Err(Rejection::new(Outcome::InvalidKey)),
-            Presented::Key { key, bearer } => (key, bearer),
-        };
-        ctx.key_from_bearer = bearer;
-        match self.check_key(key, Some(route), &self.routes[route].scopes, ctx.client_ip) {
-            Ok(entry) => Ok(entry),
-            Err((rejection, entry)) => {
-                // Identified but refused: usage records still name the key.
-                ctx.key = entry;
-                Err(rejection)
+    /// The one decision: the key (see [`Self::check_key`]), then its rate
+    /// limits, which an admitted request counts.
+    pub async fn decide(&self, a: &Attempt<'_>) -> Decision {
+        let entry = match self.check_key(a.key, a.route, a.scopes, a.client_ip) {
+            Ok(entry) => entry,
+            Err((rejection, key)) => {
+                return Decision {
+                    key,
+                    rate: None,
+                    verdict: Err(rejection),
+                };
             }
+        };
+        let (rate, verdict) = match self.limiter.check(&entry, a.route).await {
+            Ok(rate) => (rate, Ok(())),
+            Err((rejection, rate)) => (rate, Err(rejection)),
+        };
+        Decision {
+            key: Some(entry),
+            rate,
+            verdict,
         }
     }
 
-    pub fn route_index(&self, name: &str) -> Option<usize> {
-        self.routes.iter().position(|r| r.name == name)
-    }
-
-    /// Routing and, where required, authentication for one request.
-    pub fn admit(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Result<(), Rejection> {
+    /// Routing and, where the route requires it, the decision for one request.
+    pub async fn admit(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Result<(), Rejection> {
         let route = self.route(req)?;
         ctx.route = Some(route);
-        if self.routes[route].auth == AuthMode::Required {
-            ctx.key = Some(self.authenticate(req, route, ctx)?);
+        let cfg = &self.routes[route];
+        if cfg.auth == AuthMode::Public {
+            return Ok(());
         }
-        Ok(())
+        let key = match self.presented(req) {
+            Presented::None => return Err(Rejection::new(Outcome::MissingKey)),
+            Presented::Unreadable => return Err(Rejection::new(Outcome::InvalidKey)),
+            Presented::Key { key, bearer } => {
+                ctx.key_from_bearer = bearer;
+                key
+            }
+        };
+        let attempt = Attempt {
+            key,
+            route: Some(route),
+            scopes: &cfg.scopes,
+            client_ip: ctx.client_ip,
+        };
+        let d = self.decide(&attempt).await;
+        ctx.key = d.key;
+        ctx.rate = d.rate;
+        d.verdict
     }
 
     /// Rewrites the upstream request: strips spoofable and secret headers, adds
@@ -225,5 +306,67 @@ impl Policy {
             }
         }
         Ok(())
+    }
+
+    /// Headers keygate adds to every response it sends or relays: rate limits
+    /// (IETF draft and `X-RateLimit-*`), and for a rotated key in its grace
+    /// period `Deprecation` (RFC 9745) and `Sunset` (RFC 8594).
+    pub fn response_headers(
+        &self,
+        resp: &mut ResponseHeader,
+        ctx: &RequestCtx,
+    ) -> pingora_error::Result<()> {
+        if let Some(r) = &ctx.rate {
+            resp.insert_header("x-ratelimit-limit", r.limit)?;
+            resp.insert_header("x-ratelimit-remaining", r.remaining)?;
+            resp.insert_header("x-ratelimit-reset", r.reset_secs)?;
+            resp.insert_header("ratelimit-policy", r.policy.as_str())?;
+            resp.insert_header("ratelimit", r.current.as_str())?;
+        }
+        if let Some(d) = ctx.key.as_ref().and_then(|k| k.deprecation.as_deref()) {
+            resp.insert_header("deprecation", format!("@{}", d.since.timestamp()))?;
+            resp.insert_header(
+                "sunset",
+                d.sunset.format("%a, %d %b %Y %H:%M:%S GMT").to_string(),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The usage record of a decided request (proxied, refused or verified).
+    pub fn usage_record(
+        &self,
+        key: Option<&KeyEntry>,
+        route: Option<usize>,
+        outcome: Outcome,
+        s: Served<'_>,
+    ) -> UsageRecord {
+        UsageRecord {
+            id: crate::ids::uuid_v7(),
+            request_id: s.request_id.to_owned(),
+            ts_ms: s.ts_ms,
+            key_id: key.map(|k| k.id),
+            owner_id: key.map(|k| k.owner_id().clone()),
+            route: route.and_then(|r| self.route_names.get(r).cloned()),
+            method: s.method.to_owned(),
+            status: s.status,
+            outcome,
+            latency_us: s.latency_us,
+            upstream_latency_us: s.upstream_latency_us,
+            bytes_in: s.bytes_in,
+            bytes_out: s.bytes_out,
+            client_ip: s.client_ip,
+            deprecated_key: key.is_some_and(|k| k.deprecation.is_some()),
+        }
+    }
+}
+
+impl Decision {
+    /// The outcome a usage record and the metrics report.
+    pub fn outcome(&self) -> Outcome {
+        match &self.verdict {
+            Ok(()) => Outcome::Ok,
+            Err(r) => r.outcome,
+        }
     }
 }

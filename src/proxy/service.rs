@@ -10,7 +10,7 @@
 //! 6. [`fail_to_proxy`](Proxy::fail_to_proxy): an upstream failure becomes a JSON 502/504.
 //! 7. [`logging`](Proxy::logging): metrics and the usage record, off the response path.
 //!
-//! Each hook is a few lines; the decisions live in [`super::policy`].
+//! Each hook is a few lines; the decisions live in [`super::policy`] ([`super::policy::Gate`]).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,6 +24,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use super::ProxyState;
 use super::ctx::RequestCtx;
 use super::headers::REQUEST_ID;
+use super::policy::Served;
 use super::reject::RejectionHttp;
 use crate::outcome::{Outcome, Rejection};
 
@@ -50,12 +51,8 @@ impl ProxyHttp for Proxy {
     /// request ends; `Ok(false)`: forward upstream.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let s = &self.state;
-        s.policy.identify(session, ctx);
-        let verdict = s.policy.admit(session.req_header(), ctx);
-        let verdict = match verdict {
-            Ok(()) => s.limit(ctx).await,
-            Err(r) => Err(r),
-        };
+        s.gate.identify(session, ctx);
+        let verdict = s.gate.admit(session.req_header(), ctx).await;
         let now = Instant::now();
         ctx.policy_done = Some(now);
         s.metrics
@@ -79,7 +76,7 @@ impl ProxyHttp for Proxy {
         let route = ctx
             .route
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route"))?;
-        let upstream = self.state.policy.route_config(route).upstream;
+        let upstream = self.state.gate.route_config(route).upstream;
         let pool = &self.state.upstreams[upstream];
         let server = pool.pick(ctx.tried).ok_or_else(|| {
             Error::explain(ErrorType::ConnectNoRoute, "no upstream server left to try")
@@ -116,7 +113,7 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.upstream_sent = Some(Instant::now());
-        self.state.policy.upstream_headers(req, ctx)
+        self.state.gate.upstream_headers(req, ctx)
     }
 
     /// The upstream's response head arrived (for the upstream latency).
@@ -138,7 +135,7 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         resp.insert_header(REQUEST_ID, ctx.request_id.clone())?;
-        self.state.response_headers(resp, ctx)
+        self.state.gate.response_headers(resp, ctx)
     }
 
     /// Pingora's own per-request error log is replaced by metrics and usage records.
@@ -175,7 +172,26 @@ impl ProxyHttp for Proxy {
         if e.is_some() && ctx.outcome == Outcome::Ok {
             ctx.outcome = Outcome::UpstreamError;
         }
-        self.state.finish(session, ctx);
+        let elapsed = ctx.start.elapsed();
+        let s = &self.state;
+        s.metrics
+            .request(ctx.route, ctx.outcome, elapsed.as_secs_f64());
+        let Some(usage) = &s.usage else { return };
+        let served = Served {
+            request_id: ctx.request_id(),
+            ts_ms: ctx.start_ms,
+            method: session.req_header().method.as_str(),
+            status: session.response_written().map_or(0, |h| h.status.as_u16()),
+            latency_us: elapsed.as_micros() as u64,
+            upstream_latency_us: ctx.upstream_latency_us(),
+            bytes_in: session.body_bytes_read() as u64,
+            bytes_out: session.body_bytes_sent() as u64,
+            client_ip: ctx.client_ip,
+        };
+        usage.record(
+            s.gate
+                .usage_record(ctx.key.as_deref(), ctx.route, ctx.outcome, served),
+        );
     }
 }
 
@@ -188,9 +204,9 @@ impl Proxy {
             .header(
                 &ctx.request_id,
                 body.len(),
-                &self.state.policy.www_authenticate,
+                self.state.gate.www_authenticate(),
             )
-            .and_then(|mut h| self.state.response_headers(&mut h, ctx).map(|_| h));
+            .and_then(|mut h| self.state.gate.response_headers(&mut h, ctx).map(|_| h));
         let Ok(header) = header else { return };
         // An unread request body would be taken for the next request: do not reuse.
         if !session.is_body_done() {

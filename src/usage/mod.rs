@@ -12,7 +12,7 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 
 use crate::config::UsageConfig;
 use crate::metrics::{Metrics, UsageResult};
-use crate::store::DynStore;
+use crate::store::UsageStore;
 pub use record::UsageRecord;
 use spool::Spool;
 use writer::UsageWriter;
@@ -23,6 +23,30 @@ pub struct UsageSink {
     tx: mpsc::Sender<UsageRecord>,
     spool: Arc<Spool>,
     metrics: Arc<Metrics>,
+    spool_failed: Arc<Throttled>,
+}
+
+/// An error log that fires at most once a second: a failing disk must be
+/// reported, but not once per request.
+#[derive(Default)]
+struct Throttled {
+    last_ms: std::sync::atomic::AtomicI64,
+}
+
+impl Throttled {
+    fn warn(&self, e: &std::io::Error) {
+        use std::sync::atomic::Ordering;
+        let now = chrono::Utc::now().timestamp_millis();
+        let last = self.last_ms.load(Ordering::Relaxed);
+        if now - last >= 1_000
+            && self
+                .last_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::error!(error = %e, "usage: queue full and the spool cannot be written; records dropped");
+        }
+    }
 }
 
 impl UsageSink {
@@ -32,7 +56,13 @@ impl UsageSink {
             Ok(()) => return,
             Err(TrySendError::Full(r) | TrySendError::Closed(r)) => r,
         };
-        let stored = self.spool.append(std::slice::from_ref(&r)).unwrap_or(0);
+        let stored = match self.spool.append(std::slice::from_ref(&r)) {
+            Ok(n) => n,
+            Err(e) => {
+                self.spool_failed.warn(&e);
+                0
+            }
+        };
         let result = if stored == 1 {
             UsageResult::Spooled
         } else {
@@ -45,7 +75,7 @@ impl UsageSink {
 /// Creates the sink and its writer (to be run on the background runtime).
 pub fn pipeline(
     cfg: &UsageConfig,
-    store: DynStore,
+    store: Arc<dyn UsageStore>,
     metrics: Arc<Metrics>,
 ) -> std::io::Result<(UsageSink, UsageWriter)> {
     let spool = Arc::new(Spool::open(&cfg.spool_dir, cfg.spool_max_bytes)?);
@@ -54,6 +84,7 @@ pub fn pipeline(
         tx,
         spool: spool.clone(),
         metrics: metrics.clone(),
+        spool_failed: Arc::default(),
     };
     let writer = UsageWriter {
         rx,

@@ -11,7 +11,7 @@ use super::record::UsageRecord;
 use super::spool::Spool;
 use crate::gateway::Stop;
 use crate::metrics::{Metrics, UsageResult};
-use crate::store::DynStore;
+use crate::store::UsageStore;
 
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 const FINAL_WRITE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -20,7 +20,7 @@ const DRAIN_TICK: Duration = Duration::from_millis(50);
 
 pub struct UsageWriter {
     pub(super) rx: mpsc::Receiver<UsageRecord>,
-    pub(super) store: DynStore,
+    pub(super) store: Arc<dyn UsageStore>,
     pub(super) spool: Arc<Spool>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) batch_size: usize,

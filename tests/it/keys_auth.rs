@@ -170,7 +170,7 @@ async fn every_rejection_code(kind: StoreKind) {
             {
                 let mut s = key_spec("o");
                 s.scopes = vec!["*".into()];
-                s.allowed_cidrs = vec!["10.0.0.0/8".into()];
+                s.allowed_cidrs = vec!["10.0.0.0/8".parse().expect("cidr")];
                 s
             },
             &actor,
@@ -285,7 +285,7 @@ async fn cidr_allowlists_ipv4_ipv6_and_mapped_addresses(kind: StoreKind) {
     let svc = base.keys().await;
     let make = |cidrs: &[&str]| {
         let mut s = key_spec("o");
-        s.allowed_cidrs = cidrs.iter().map(|c| c.to_string()).collect();
+        s.allowed_cidrs = cidrs.iter().map(|c| c.parse().expect("cidr")).collect();
         s
     };
     let v4_ok = svc
@@ -357,7 +357,7 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies(kind: StoreKind) {
     let db = TestConfig::new(kind).await;
     let svc = db.keys().await;
     let mut s = key_spec("o");
-    s.allowed_cidrs = vec!["203.0.113.0/24".into()];
+    s.allowed_cidrs = vec!["203.0.113.0/24".parse().expect("cidr")];
     let k = svc.create(s, &"t".into()).await.expect("create");
     let behind_lb = TestConfig::with_store(db.db_url())
         .gateway("trusted_proxies = [\"127.0.0.0/8\"]")
@@ -403,8 +403,10 @@ async fn expiry_is_reached_while_running(kind: StoreKind) {
         .await
         .upstream("a", &[up.addr], "")
         .route("r", "/", "a", "");
-    let mut s = key_spec("o");
-    s.expires_in = Some("1500ms".into());
+    let s = keygate::keys::model::KeyPatch {
+        expires_in: Some("1500ms".into()),
+        ..key_spec("o").into()
+    };
     let k = cfg
         .keys()
         .await
@@ -445,11 +447,11 @@ async fn rotation_keeps_the_old_secret_working_for_the_grace_period(kind: StoreK
         .expect("rotate");
     assert_ne!(rotated.secret.expose(), old.secret.expose());
     assert_eq!(
-        rotated.key.scopes,
+        rotated.key.spec.scopes,
         vec!["a:b".to_string()],
         "the new key keeps the fields"
     );
-    assert_eq!(rotated.previous.rotated_to, Some(rotated.key.id));
+    assert_eq!(rotated.previous.state.rotated_to, Some(rotated.key.id));
     let new_works = eventually(Duration::from_secs(5), || async {
         call(&gw, "/", rotated.secret.expose()).await.0 == 200
     })
@@ -492,7 +494,9 @@ async fn max_per_owner_is_enforced(kind: StoreKind) {
     assert!(
         matches!(
             third,
-            Err(keygate::keys::service::ServiceError::Conflict(_))
+            Err(keygate::service::ServiceError::Store(
+                keygate::store::StoreError::OwnerLimit { .. }
+            ))
         ),
         "{third:?}"
     );

@@ -294,9 +294,10 @@ async fn usage_prune_deletes_old_raw_records(kind: StoreKind) {
         (k == "KEYGATE_HASH_SECRET").then(|| HASH_SECRET.to_string())
     })
     .expect("config");
-    let store = keygate::store::open(&config.store, crate::harness::pg::test_sealer())
+    let store = keygate::store::open(&config.store)
         .await
-        .expect("store");
+        .expect("store")
+        .usage;
     let record = |request_id: &str, age_days: i64| keygate::usage::UsageRecord {
         id: uuid::Uuid::now_v7(),
         request_id: request_id.into(),

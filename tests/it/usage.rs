@@ -8,15 +8,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use keygate::keys::service::CreateKey;
+use keygate::keys::model::KeySpec;
 use keygate::store::UsageQuery;
 
 use crate::harness::binary::Process;
 use crate::harness::pg::{PgServer, fresh_db_on};
 use crate::harness::{TestConfig, TestGateway, Upstream, eventually};
 
-fn spec(owner: &str, scopes: &[&str]) -> CreateKey {
-    CreateKey {
+fn spec(owner: &str, scopes: &[&str]) -> KeySpec {
+    KeySpec {
         scopes: scopes.iter().map(|s| s.to_string()).collect(),
         ..crate::harness::key_spec(owner)
     }

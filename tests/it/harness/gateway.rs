@@ -72,11 +72,12 @@ impl TestConfig {
         }
     }
 
-    /// The store behind this config, opened as the gateway opens it.
-    pub async fn store(&self) -> keygate::store::DynStore {
-        keygate::store::open(&self.build().store, super::pg::test_sealer())
+    /// The usage store behind this config, opened as the gateway opens it.
+    pub async fn store(&self) -> std::sync::Arc<dyn keygate::store::UsageStore> {
+        keygate::store::open(&self.build().store)
             .await
             .expect("open store")
+            .usage
     }
 
     /// In-process gateways use the work-stealing runtime: Pingora's per-thread
@@ -110,13 +111,14 @@ impl TestConfig {
     }
 
     /// The key service the CLI and admin API use, on this config's store.
-    pub async fn keys(&self) -> keygate::keys::KeyService {
+    pub async fn keys(&self) -> keygate::service::KeyService {
         let config = self.build();
         let hasher = keygate::auth::hash::KeyHasher::new(HASH_SECRET.as_bytes()).expect("secret");
-        let store = keygate::store::open(&config.store, keygate::audit::AuditSealer::new(&hasher))
+        let stores = keygate::store::open(&config.store)
             .await
             .expect("open store");
-        keygate::keys::KeyService::new(store, hasher, &config, keygate::clock::Clock::system())
+        let clock = keygate::clock::Clock::system();
+        keygate::service::Services::new(&stores, hasher, &config, clock).keys
     }
 
     /// Adds TOML to the `[gateway]` section (must be called before other sections).

@@ -33,9 +33,9 @@ pub(crate) use both_stores;
 pub use upstream::{Upstream, dead_addr};
 
 /// An enabled key for `owner` with no scopes, CIDRs or limits; tests vary it
-/// with struct update syntax: `CreateKey { scopes, ..key_spec("o") }`.
-pub fn key_spec(owner: &str) -> keygate::keys::service::CreateKey {
-    keygate::keys::service::CreateKey {
+/// with struct update syntax: `KeySpec { scopes, ..key_spec("o") }`.
+pub fn key_spec(owner: &str) -> keygate::keys::model::KeySpec {
+    keygate::keys::model::KeySpec {
         owner_id: owner.into(),
         name: "k".into(),
         enabled: true,

@@ -282,9 +282,8 @@ pub async fn fresh_db_on(admin_url: &str) -> String {
         .map(|(b, _)| b)
         .unwrap_or(admin_url);
     let url = format!("{base}/{name}");
-    let store =
-        keygate::store::postgres::PgStore::open(&url, 2, test_sealer()).expect("open store");
-    keygate::store::Store::migrate(&store)
+    let db = keygate::store::postgres::open(&url, 2).expect("open store");
+    keygate::store::Database::migrate(&db)
         .await
         .expect("migrate test database");
     url

@@ -10,21 +10,21 @@ use std::time::Duration;
 use chrono::TimeZone;
 use keygate::BuildOptions;
 use keygate::clock::Clock;
-use keygate::keys::service::CreateKey;
+use keygate::keys::model::KeySpec;
 use keygate::ratelimit::window::Limits;
 
 use crate::harness::redis::RedisServer;
 use crate::harness::{TestConfig, TestGateway, Upstream, eventually, status};
 
-fn spec(limits: Limits) -> CreateKey {
-    CreateKey {
+fn spec(limits: Limits) -> KeySpec {
+    KeySpec {
         rate_limits: limits,
         ..crate::harness::key_spec("o")
     }
 }
 
 /// Creates a key with `limits` in the test's store.
-async fn key(cfg: &TestConfig, limits: Limits) -> keygate::keys::service::CreatedKey {
+async fn key(cfg: &TestConfig, limits: Limits) -> keygate::service::CreatedKey {
     cfg.keys()
         .await
         .create(spec(limits), &"t".into())

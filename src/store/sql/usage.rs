@@ -1,0 +1,223 @@
+//! Usage records: a backend inserts a batch in bulk and says which records
+//! were new (by id); the hourly rollups and the keys' use counts are computed
+//! here from the new ones only, so replaying a batch never counts it twice.
+
+use std::collections::{HashMap, HashSet};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{Dialect, Session, SqlRow, SqlStore, Value};
+use crate::outcome::Outcome;
+use crate::store::{Granularity, StoreError, UsageBucket, UsageQuery, UsageStore};
+use crate::usage::UsageRecord;
+
+const UPSERT_ROLLUP: &str = "INSERT INTO usage_hourly AS h (key_id, hour, route, outcome, requests, \
+     latency_us_sum, latency_us_max, bytes_in, bytes_out) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+     ON CONFLICT (key_id, hour, route, outcome) DO UPDATE SET requests = h.requests + excluded.requests, \
+     latency_us_sum = h.latency_us_sum + excluded.latency_us_sum, \
+     latency_us_max = CASE WHEN excluded.latency_us_max > h.latency_us_max \
+     THEN excluded.latency_us_max ELSE h.latency_us_max END, \
+     bytes_in = h.bytes_in + excluded.bytes_in, bytes_out = h.bytes_out + excluded.bytes_out";
+const ADD_USES: &str = "UPDATE api_key_usage SET use_count = use_count + $2, \
+     last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at < $3 THEN $3 \
+     ELSE last_used_at END WHERE key_id = $1";
+const EVENTS: &str = "SELECT id, request_id, ts, key_id, owner_id, route, method, \
+     CAST(status AS BIGINT) AS status, outcome, latency_us, upstream_latency_us, bytes_in, bytes_out, \
+     client_ip, deprecated_key FROM usage_events \
+     WHERE ($1 IS NULL OR key_id = $1) AND ($2 IS NULL OR id > $2) ORDER BY id LIMIT $3";
+const PRUNE: &str = "DELETE FROM usage_events WHERE ts < $1";
+
+/// A record's time, which keygate's own clock produced.
+pub fn record_time(r: &UsageRecord) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_millis(r.ts_ms).ok_or(StoreError::Corrupt {
+        column: "ts",
+        reason: format!("{} ms is not a representable time", r.ts_ms),
+    })
+}
+
+#[derive(Default)]
+struct Rollup {
+    requests: i64,
+    latency_sum: i64,
+    latency_max: i64,
+    bytes_in: i64,
+    bytes_out: i64,
+}
+
+type RollupKey = (Uuid, DateTime<Utc>, String, Outcome);
+
+/// Per key × hour × route × outcome, and per key (count, last use).
+#[derive(Default)]
+struct Totals {
+    rollups: HashMap<RollupKey, Rollup>,
+    uses: HashMap<Uuid, (i64, DateTime<Utc>)>,
+}
+
+impl Totals {
+    fn add(&mut self, r: &UsageRecord) -> Result<(), StoreError> {
+        let ts = record_time(r)?;
+        let hour = DateTime::from_timestamp(ts.timestamp() - ts.timestamp().rem_euclid(3600), 0)
+            .unwrap_or(ts);
+        let key = (
+            r.key_id.unwrap_or(Uuid::nil()),
+            hour,
+            r.route.as_deref().unwrap_or("").to_owned(),
+            r.outcome,
+        );
+        let roll = self.rollups.entry(key).or_default();
+        let latency = i64::try_from(r.latency_us).unwrap_or(i64::MAX);
+        roll.requests += 1;
+        roll.latency_sum = roll.latency_sum.saturating_add(latency);
+        roll.latency_max = roll.latency_max.max(latency);
+        roll.bytes_in = roll.bytes_in.saturating_add_unsigned(r.bytes_in);
+        roll.bytes_out = roll.bytes_out.saturating_add_unsigned(r.bytes_out);
+        if let Some(k) = r.key_id {
+            let u = self.uses.entry(k).or_insert((0, ts));
+            u.0 += 1;
+            u.1 = u.1.max(ts);
+        }
+        Ok(())
+    }
+
+    async fn write<S: Session>(self, tx: &mut S) -> Result<(), StoreError> {
+        for ((key_id, hour, route, outcome), r) in self.rollups {
+            let args = vec![
+                Value::Uuid(Some(key_id)),
+                Value::Time(Some(hour)),
+                Value::Text(Some(route)),
+                Value::Text(Some(outcome.as_str().to_owned())),
+                Value::Int(Some(r.requests)),
+                Value::Int(Some(r.latency_sum)),
+                Value::Int(Some(r.latency_max)),
+                Value::Int(Some(r.bytes_in)),
+                Value::Int(Some(r.bytes_out)),
+            ];
+            tx.execute(UPSERT_ROLLUP, args).await?;
+        }
+        for (key_id, (n, last)) in self.uses {
+            let args = vec![
+                Value::Uuid(Some(key_id)),
+                Value::Int(Some(n)),
+                Value::Time(Some(last)),
+            ];
+            tx.execute(ADD_USES, args).await?;
+        }
+        Ok(())
+    }
+}
+
+fn unsigned(row: &impl SqlRow, col: &'static str) -> Result<u64, StoreError> {
+    let v: i64 = row.get(col)?;
+    u64::try_from(v).map_err(|e| StoreError::corrupt(col, e))
+}
+
+fn event(r: &impl SqlRow) -> Result<UsageRecord, StoreError> {
+    let outcome: String = r.get("outcome")?;
+    let status: i64 = r.get("status")?;
+    let ip: Option<String> = r.get("client_ip")?;
+    Ok(UsageRecord {
+        id: r.get("id")?,
+        request_id: r.get("request_id")?,
+        ts_ms: r.get::<DateTime<Utc>>("ts")?.timestamp_millis(),
+        key_id: r.get("key_id")?,
+        owner_id: r.get::<Option<String>>("owner_id")?.map(Into::into),
+        route: r.get::<Option<String>>("route")?.map(Into::into),
+        method: r.get("method")?,
+        status: u16::try_from(status).map_err(|e| StoreError::corrupt("status", e))?,
+        outcome: Outcome::parse(&outcome).ok_or_else(|| {
+            StoreError::corrupt("outcome", format!("unknown outcome {outcome:?}"))
+        })?,
+        latency_us: unsigned(r, "latency_us")?,
+        upstream_latency_us: r
+            .get::<Option<i64>>("upstream_latency_us")?
+            .map(|v| u64::try_from(v).unwrap_or(0)),
+        bytes_in: unsigned(r, "bytes_in")?,
+        bytes_out: unsigned(r, "bytes_out")?,
+        client_ip: ip
+            .map(|s| s.parse().map_err(|e| StoreError::corrupt("client_ip", e)))
+            .transpose()?,
+        deprecated_key: r.get("deprecated_key")?,
+    })
+}
+
+fn bucket(r: &impl SqlRow) -> Result<UsageBucket, StoreError> {
+    Ok(UsageBucket {
+        start: r.get("start")?,
+        outcome: r.get("outcome")?,
+        requests: r.get("requests")?,
+        latency_us_avg: r.get("avg")?,
+        latency_us_max: r.get("max")?,
+        bytes_in: r.get("bytes_in")?,
+        bytes_out: r.get("bytes_out")?,
+    })
+}
+
+/// The rollups of one key in `[$2, $3)`, by buckets of `$4` seconds; the
+/// bucket start expression is the dialect's.
+pub(super) fn buckets_sql(bucket_start: &str) -> String {
+    format!(
+        "SELECT {bucket_start} AS start, outcome, CAST(sum(requests) AS BIGINT) AS requests, \
+         CAST(CASE WHEN sum(requests) > 0 THEN sum(latency_us_sum) / sum(requests) ELSE 0 END AS BIGINT) AS avg, \
+         max(latency_us_max) AS max, CAST(sum(bytes_in) AS BIGINT) AS bytes_in, \
+         CAST(sum(bytes_out) AS BIGINT) AS bytes_out FROM usage_hourly \
+         WHERE key_id = $1 AND hour >= $2 AND hour < $3 GROUP BY 1, 2 ORDER BY 1, 2"
+    )
+}
+
+#[async_trait]
+impl<D: Dialect> UsageStore for SqlStore<D> {
+    async fn write_usage(&self, batch: &[UsageRecord]) -> Result<u64, StoreError> {
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.d.begin().await?;
+        let new: HashSet<Uuid> = self.d.insert_usage(&mut tx, batch).await?;
+        let mut totals = Totals::default();
+        for r in batch.iter().filter(|r| new.contains(&r.id)) {
+            totals.add(r)?;
+        }
+        totals.write(&mut tx).await?;
+        tx.commit().await?;
+        Ok(new.len() as u64)
+    }
+
+    async fn usage_buckets(
+        &self,
+        key_id: Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        granularity: Granularity,
+    ) -> Result<Vec<UsageBucket>, StoreError> {
+        let width: i64 = match granularity {
+            Granularity::Hour => 3_600,
+            Granularity::Day => 86_400,
+        };
+        let args = vec![
+            Value::Uuid(Some(key_id)),
+            Value::Time(Some(from)),
+            Value::Time(Some(to)),
+            Value::Int(Some(width)),
+        ];
+        let mut s = self.d.conn().await?;
+        let rows = s.fetch_all(&self.sql.usage_buckets, args).await?;
+        rows.iter().map(bucket).collect()
+    }
+
+    async fn usage_events(&self, q: &UsageQuery) -> Result<Vec<UsageRecord>, StoreError> {
+        let args = vec![
+            Value::Uuid(q.key_id),
+            Value::Uuid(q.after),
+            Value::Int(Some(i64::from(q.limit))),
+        ];
+        let mut s = self.d.conn().await?;
+        let rows = s.fetch_all(EVENTS, args).await?;
+        rows.iter().map(event).collect()
+    }
+
+    async fn prune_usage(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut s = self.d.conn().await?;
+        s.execute(PRUNE, vec![Value::Time(Some(before))]).await
+    }
+}
