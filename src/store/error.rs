@@ -62,6 +62,17 @@ impl StoreError {
         matches!(self, StoreError::Unavailable(_))
     }
 
+    /// A failed migration; a statement's error is classified like any other.
+    pub fn migration(
+        e: sqlx::migrate::MigrateError,
+        classify: fn(sqlx::Error) -> StoreError,
+    ) -> StoreError {
+        match e {
+            sqlx::migrate::MigrateError::Execute(e) => classify(e),
+            other => StoreError::Migrate(other),
+        }
+    }
+
     /// A column that could not be decoded.
     pub fn corrupt(column: &'static str, e: impl std::fmt::Display) -> StoreError {
         StoreError::Corrupt {

@@ -209,11 +209,10 @@ pub struct Stores {
 
 impl Stores {
     /// The shared SQL over a backend.
-    pub fn over<D: sql::Dialect + Database>(d: D) -> Stores {
-        let d = Arc::new(d);
-        let s = Arc::new(sql::SqlStore::new(d.clone()));
+    pub fn over<D: sql::Dialect>(d: D) -> Stores {
+        let s = Arc::new(sql::SqlStore::new(Arc::new(d)));
         Stores {
-            db: d,
+            db: s.clone(),
             keys: s.clone(),
             feed: s.clone(),
             audit: s.clone(),

@@ -14,7 +14,7 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use uuid::Uuid;
 
 use crate::store::sql::{Dialect, Fragments, Session, SqlStore, Value};
-use crate::store::{ChangeListener, Database, StoreError};
+use crate::store::{ChangeListener, StoreError};
 use crate::usage::UsageRecord;
 pub use session::PgSession;
 
@@ -82,6 +82,8 @@ impl Pg {
 impl Dialect for Pg {
     type Session = PgSession;
 
+    const KIND: &'static str = "postgres";
+
     const FRAGMENTS: Fragments = Fragments {
         has_tag: "($2::text IS NULL OR k.tags @> jsonb_build_array($2::text))",
         head_seq: "SELECT GREATEST((SELECT COALESCE(max(change_seq), 0) FROM api_keys), \
@@ -123,6 +125,13 @@ impl Dialect for Pg {
         Ok(Some(Box::new(PgChanges(l))))
     }
 
+    async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::migration(e, db_err))
+    }
+
     fn poll_interval(&self) -> Option<Duration> {
         None
     }
@@ -133,25 +142,6 @@ impl Dialect for Pg {
         batch: &[UsageRecord],
     ) -> Result<HashSet<Uuid>, StoreError> {
         usage::insert(tx, batch).await
-    }
-}
-
-#[async_trait]
-impl Database for Pg {
-    fn kind(&self) -> &'static str {
-        "postgres"
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.conn().await?.execute("SELECT 1", vec![]).await?;
-        Ok(())
-    }
-
-    async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR.run(&self.pool).await.map_err(|e| match e {
-            sqlx::migrate::MigrateError::Execute(e) => db_err(e),
-            other => StoreError::Migrate(other),
-        })
     }
 }
 

@@ -21,7 +21,7 @@ use async_trait::async_trait;
 
 use uuid::Uuid;
 
-use super::{ChangeListener, StoreError};
+use super::{ChangeListener, Database, StoreError};
 use crate::usage::UsageRecord;
 pub use usage::record_time;
 pub use value::{Column, SqlRow, Value};
@@ -73,6 +73,8 @@ pub trait Session: Send {
 pub trait Dialect: Send + Sync + 'static {
     type Session: Session;
 
+    /// `postgres`, `sqlite`: for logs and `keygate migrate`.
+    const KIND: &'static str;
     const FRAGMENTS: Fragments;
 
     /// A transaction that holds the key-write lock until it ends, so that
@@ -91,6 +93,9 @@ pub trait Dialect: Send + Sync + 'static {
         tx: &mut Self::Session,
         batch: &[UsageRecord],
     ) -> Result<HashSet<Uuid>, StoreError>;
+
+    /// Applies the backend's schema migrations (idempotent).
+    async fn migrate(&self) -> Result<(), StoreError>;
 
     /// A push channel for key changes, if the backend has one.
     async fn listen(&self) -> Result<Option<Box<dyn ChangeListener>>, StoreError>;
@@ -138,8 +143,21 @@ impl Statements {
     }
 }
 
-/// The row type of a dialect's sessions.
-pub type RowOf<D> = <<D as Dialect>::Session as Session>::Row;
+#[async_trait]
+impl<D: Dialect> Database for SqlStore<D> {
+    fn kind(&self) -> &'static str {
+        D::KIND
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.d.conn().await?.execute("SELECT 1", vec![]).await?;
+        Ok(())
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        self.d.migrate().await
+    }
+}
 
 /// `"a = $2, b = $3"` for columns numbered from `first`.
 fn assignments(cols: &[&str], first: usize) -> String {

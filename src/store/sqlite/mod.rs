@@ -17,8 +17,8 @@ use sqlx::sqlite::{
 };
 use uuid::Uuid;
 
-use crate::store::sql::{Dialect, Fragments, Session, SqlStore};
-use crate::store::{ChangeListener, Database, StoreError};
+use crate::store::sql::{Dialect, Fragments, SqlStore};
+use crate::store::{ChangeListener, StoreError};
 use crate::usage::UsageRecord;
 pub use session::SqliteSession;
 
@@ -85,7 +85,7 @@ pub async fn open(path: &Path) -> Result<Sqlite, StoreError> {
         .await
         .map_err(db_err)?;
     let store = Sqlite { pool };
-    store.migrate().await?;
+    Dialect::migrate(&store).await?;
     Ok(store)
 }
 
@@ -100,6 +100,8 @@ impl Sqlite {
 #[async_trait]
 impl Dialect for Sqlite {
     type Session = SqliteSession;
+
+    const KIND: &'static str = "sqlite";
 
     const FRAGMENTS: Fragments = Fragments {
         has_tag: "($2 IS NULL OR EXISTS (SELECT 1 FROM json_each(k.tags) WHERE value = $2))",
@@ -139,26 +141,14 @@ impl Dialect for Sqlite {
         Ok(None)
     }
 
+    async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::migration(e, db_err))
+    }
+
     fn poll_interval(&self) -> Option<Duration> {
         Some(POLL_INTERVAL)
-    }
-}
-
-#[async_trait]
-impl Database for Sqlite {
-    fn kind(&self) -> &'static str {
-        "sqlite"
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.conn().await?.execute("SELECT 1", vec![]).await?;
-        Ok(())
-    }
-
-    async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR.run(&self.pool).await.map_err(|e| match e {
-            sqlx::migrate::MigrateError::Execute(e) => db_err(e),
-            other => StoreError::Migrate(other),
-        })
     }
 }

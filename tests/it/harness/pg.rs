@@ -283,7 +283,7 @@ pub async fn fresh_db_on(admin_url: &str) -> String {
         .unwrap_or(admin_url);
     let url = format!("{base}/{name}");
     let db = keygate::store::postgres::open(&url, 2).expect("open store");
-    keygate::store::Database::migrate(&db)
+    keygate::store::sql::Dialect::migrate(&db)
         .await
         .expect("migrate test database");
     url
