@@ -28,7 +28,7 @@ async fn cli_revocation_reaches_two_gateways_in_under_a_second(kind: StoreKind) 
 
     let dir = tempfile::tempdir().expect("tmp");
     let path = dir.path().join("keygate.toml");
-    std::fs::write(&path, format!("[store]\nurl = \"{}\"\n", cfg.db_url())).expect("write");
+    binary::write_config(&path, &binary::store_config(cfg.db_url()));
     let id = k.key.id.to_string();
     let (code, out, err) = tokio::task::spawn_blocking(move || {
         binary::run(

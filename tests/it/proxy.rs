@@ -401,13 +401,10 @@ async fn lifecycle_config(
 ) -> std::path::PathBuf {
     let path = dir.join("keygate.toml");
     let db = crate::harness::pg::fresh_db().await;
-    std::fs::write(
-        &path,
-        format!(
-            "[gateway]\nlisten = \"127.0.0.1:0\"\nthreads = 1\nshutdown_grace = \"10s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\nurl = \"{db}\"\n[[upstream]]\nname = \"u\"\nservers = [\"{upstream}\"]\n[[route]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"u\"\nauth = \"public\"\n"
-        ),
-    )
-    .expect("write config");
+    let mut file = binary::serving_config(&db, upstream);
+    file.gateway.threads = Some(1);
+    file.gateway.shutdown_grace = Some("10s".into());
+    binary::write_config(&path, &file);
     path
 }
 

@@ -283,14 +283,10 @@ async fn sigterm_under_load_leaves_a_row_for_every_response() {
     let up = Upstream::start("a").await;
     let dir = tempfile::tempdir().expect("tmp");
     let config = dir.path().join("keygate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[gateway]\nlisten = \"127.0.0.1:0\"\nthreads = 2\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\nurl = \"{db}\"\n[usage]\nflush_interval = \"5s\"\n[[upstream]]\nname = \"u\"\nservers = [\"{}\"]\n[[route]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"u\"\nauth = \"public\"\n",
-            up.addr
-        ),
-    )
-    .expect("config");
+    let mut file = crate::harness::binary::serving_config(&db, up.addr);
+    file.gateway.threads = Some(2);
+    file.usage.flush_interval = Some("5s".into());
+    crate::harness::binary::write_config(&config, &file);
     let env = [("KEYGATE_HASH_SECRET", crate::harness::gateway::HASH_SECRET)];
     let pool = sqlx::PgPool::connect(&db).await.expect("pool");
 
