@@ -1,11 +1,22 @@
 //! The configuration file as written: loosely typed so that validation can
-//! report every problem at once, with its path, instead of stopping at the first.
+//! report every problem at once, with its path, instead of stopping at the
+//! first. Durations and names from a fixed set are [`Lenient`]: parsed by
+//! serde, but kept with their text when they do not parse.
+//!
+//! Absent values are `None` (and empty lists), left out when printed; their
+//! defaults are applied, and written, once: in validation. Build a file as values and validate it with
+//! [`Config::from_file`](super::Config::from_file), or print it with
+//! `toml::to_string`.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Default, Deserialize)]
+use super::lenient::{Choice, Lenient};
+use super::{AuthMode, LogFormat, OnBackendError};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct FileConfig {
     pub gateway: GatewaySection,
@@ -15,34 +26,38 @@ pub struct FileConfig {
     pub usage: UsageSection,
     pub admin: AdminSection,
     pub log: LogSection,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub upstream: Vec<UpstreamSection>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub route: Vec<RouteSection>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct GatewaySection {
     pub listen: Option<String>,
     pub threads: Option<usize>,
     pub key_header: Option<String>,
-    pub accept_bearer: bool,
+    pub accept_bearer: Option<bool>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub trusted_proxies: Vec<String>,
-    pub forward_key: bool,
+    pub forward_key: Option<bool>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub forward_metadata: Vec<String>,
-    pub shutdown_grace: Option<String>,
+    pub shutdown_grace: Option<Lenient<Duration>>,
     pub upstream_keepalive_pool: Option<usize>,
     pub work_stealing: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct KeysSection {
     pub default_prefix: Option<String>,
     pub max_per_owner: Option<u32>,
-    pub sync_interval: Option<String>,
+    pub sync_interval: Option<Lenient<Duration>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct StoreSection {
     pub url: Option<String>,
@@ -50,66 +65,93 @@ pub struct StoreSection {
     pub max_connections: Option<u32>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct RateLimitSection {
-    pub backend: Option<String>,
-    pub url: Option<String>,
-    pub timeout: Option<String>,
-    pub on_backend_error: Option<String>,
-    pub breaker_failures: Option<u32>,
-    pub breaker_probe_interval: Option<String>,
-    pub mode: Option<String>,
-    pub batch_interval: Option<String>,
+/// `backend` in `[ratelimit]`. (Variants are in the order a problem lists them.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendName {
+    Redis,
+    #[default]
+    Memory,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `mode` in `[ratelimit]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModeName {
+    #[default]
+    Exact,
+    Batched,
+}
+
+impl Choice for BackendName {}
+impl Choice for ModeName {}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RateLimitSection {
+    pub backend: Option<Lenient<BackendName>>,
+    pub url: Option<String>,
+    pub timeout: Option<Lenient<Duration>>,
+    pub on_backend_error: Option<Lenient<OnBackendError>>,
+    pub breaker_failures: Option<u32>,
+    pub breaker_probe_interval: Option<Lenient<Duration>>,
+    pub mode: Option<Lenient<ModeName>>,
+    pub batch_interval: Option<Lenient<Duration>>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct UsageSection {
     pub enabled: Option<bool>,
-    pub flush_interval: Option<String>,
+    pub flush_interval: Option<Lenient<Duration>>,
     pub spool_dir: Option<String>,
     pub queue_capacity: Option<usize>,
     pub batch_size: Option<usize>,
+    /// `"512MiB"`, `"1GiB"`, `"64KiB"`, `"1000"` (bytes).
     pub spool_max_size: Option<String>,
-    pub access_log: bool,
+    pub access_log: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AdminSection {
     pub listen: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct LogSection {
-    pub format: Option<String>,
+    pub format: Option<Lenient<LogFormat>>,
     pub level: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct UpstreamSection {
     pub name: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub servers: Vec<String>,
-    pub tls: bool,
+    pub tls: Option<bool>,
     pub sni: Option<String>,
-    pub connect_timeout: Option<String>,
-    pub read_timeout: Option<String>,
-    pub idle_timeout: Option<String>,
-    pub fail_timeout: Option<String>,
+    pub connect_timeout: Option<Lenient<Duration>>,
+    pub read_timeout: Option<Lenient<Duration>>,
+    pub idle_timeout: Option<Lenient<Duration>>,
+    pub fail_timeout: Option<Lenient<Duration>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RouteSection {
     pub name: String,
     pub host: Option<String>,
     pub path_prefix: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub methods: Vec<String>,
     pub upstream: String,
-    pub auth: Option<String>,
+    pub auth: Option<Lenient<AuthMode>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub scopes: Vec<String>,
+    /// Window name (`second` … `month`) to limit.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub rate_limits: BTreeMap<String, u64>,
 }

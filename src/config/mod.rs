@@ -1,7 +1,9 @@
 //! Configuration: the TOML file ([`file`]), validated into the types below
-//! ([`validate`]). Every problem is reported at once, each with its path.
+//! ([`validate`], one module per section, where each section's defaults are
+//! written). Every problem is reported at once, each with its path.
 
-mod file;
+pub mod file;
+mod lenient;
 mod secret;
 mod validate;
 
@@ -11,8 +13,11 @@ use std::time::Duration;
 
 use http::{HeaderName, Method};
 use ipnetwork::IpNetwork;
+use serde::{Deserialize, Serialize};
 
 use crate::ratelimit::window::Limits;
+pub use file::FileConfig;
+pub use lenient::{Choice, Lenient, Text};
 pub use secret::{Secret, redact_url};
 pub use validate::{is_metadata_field, validate_cidr};
 
@@ -86,8 +91,10 @@ pub struct StoreConfig {
     pub max_connections: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum OnBackendError {
+    #[default]
     Local,
     Allow,
     Deny,
@@ -136,8 +143,10 @@ pub struct AdminConfig {
     pub tokens: Vec<Secret>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    #[default]
     Pretty,
     Json,
 }
@@ -162,8 +171,11 @@ pub struct UpstreamConfig {
     pub fail_timeout: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Secure by default: a route needs a key unless it says otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum AuthMode {
+    #[default]
     Required,
     Public,
 }
@@ -182,6 +194,10 @@ pub struct RouteConfig {
     pub scopes: Vec<String>,
     pub rate_limits: Limits,
 }
+
+impl Choice for OnBackendError {}
+impl Choice for LogFormat {}
+impl Choice for AuthMode {}
 
 /// One problem found in a configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,15 +253,31 @@ impl Config {
         path: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        validate::parse(text, env).map_err(|e| match e {
-            validate::Failure::Syntax(message) => ConfigError::Syntax {
-                path: path.to_owned(),
-                message,
-            },
-            validate::Failure::Invalid(problems) => ConfigError::Invalid {
-                path: path.to_owned(),
-                problems,
-            },
+        let (file, unknown) = validate::parse(text).map_err(|message| ConfigError::Syntax {
+            path: path.to_owned(),
+            message,
+        })?;
+        Self::validated(file, unknown, path, env)
+    }
+
+    /// Validates a file built as values; `path` only names it in errors.
+    pub fn from_file(
+        file: FileConfig,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        Self::validated(file, Vec::new(), path, env)
+    }
+
+    fn validated(
+        file: FileConfig,
+        problems: Vec<Problem>,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        validate::validate(file, problems, env).map_err(|problems| ConfigError::Invalid {
+            path: path.to_owned(),
+            problems,
         })
     }
 

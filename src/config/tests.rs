@@ -256,3 +256,86 @@ fn secret_in_bad_url_is_not_echoed() {
     let got = problems("[store]\nurl = \"mysql://root:hunter2@db/x\"\n");
     assert!(!got[0].contains("hunter2"), "{got:?}");
 }
+
+#[test]
+fn a_file_built_as_values_validates_like_its_toml() {
+    let mut file = FileConfig::default();
+    file.gateway.accept_bearer = Some(true);
+    file.ratelimit.on_backend_error = Some(OnBackendError::Deny.into());
+    file.ratelimit.timeout = Some("250ms".into());
+    file.upstream.push(file::UpstreamSection {
+        name: "orders".into(),
+        servers: vec!["127.0.0.1:9000".into()],
+        read_timeout: Some(Duration::from_millis(1500).into()),
+        ..Default::default()
+    });
+    file.route.push(file::RouteSection {
+        name: "orders".into(),
+        upstream: "orders".into(),
+        auth: Some(AuthMode::Public.into()),
+        ..Default::default()
+    });
+    let text = toml::to_string(&file).expect("serializes");
+    let env = |_: &str| None;
+    let typed = Config::from_file(file, Path::new("t"), &env).expect("valid");
+    let parsed = load(&text).expect("its TOML is valid");
+    assert_eq!(format!("{typed:?}"), format!("{parsed:?}"), "{text}");
+    assert!(typed.gateway.accept_bearer);
+    assert_eq!(typed.ratelimit.on_backend_error, OnBackendError::Deny);
+    assert_eq!(typed.upstreams[0].read_timeout, Duration::from_millis(1500));
+    assert_eq!(typed.routes[0].auth, AuthMode::Public);
+}
+
+#[test]
+fn a_file_built_as_values_reports_problems_with_paths() {
+    let mut file = FileConfig::default();
+    file.ratelimit.on_backend_error = Some("panic".into());
+    file.keys.sync_interval = Some(Duration::ZERO.into());
+    let err = Config::from_file(file, Path::new("t"), &|_| None).expect_err("invalid");
+    let ConfigError::Invalid { problems, .. } = err else {
+        panic!("expected problems, got {err}");
+    };
+    let got: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    assert_eq!(
+        got,
+        [
+            "keys.sync_interval: duration must be greater than zero",
+            "ratelimit.on_backend_error: \"panic\" must be \"local\", \"allow\" or \"deny\"",
+        ]
+    );
+}
+
+#[test]
+fn every_value_survives_a_toml_round_trip() {
+    let text = r#"
+[gateway]
+listen = "127.0.0.1:1"
+accept_bearer = true
+trusted_proxies = ["10.0.0.0/8"]
+shutdown_grace = "1m 30s"
+[ratelimit]
+backend = "redis"
+url = "redis://h:1"
+mode = "batched"
+batch_interval = "5ms"
+on_backend_error = "allow"
+[log]
+format = "json"
+[[upstream]]
+name = "u"
+servers = ["127.0.0.1:9"]
+tls = true
+[[route]]
+name = "r"
+upstream = "u"
+methods = ["GET"]
+rate_limits = { second = 2, day = 9 }
+"#;
+    let file: FileConfig = toml::from_str(text).expect("parses");
+    let again = toml::to_string(&file).expect("serializes");
+    assert_eq!(
+        format!("{:?}", load(text).expect("valid")),
+        format!("{:?}", load(&again).expect("valid")),
+        "{again}"
+    );
+}

@@ -30,9 +30,11 @@ async fn valid_key_is_forwarded_with_exactly_the_identity_headers(kind: StoreKin
     let up = Upstream::start("a").await;
     let cfg = TestConfig::new(kind)
         .await
-        .gateway("forward_metadata = [\"plan\", \"region\"]")
-        .upstream("a", &[up.addr], "")
-        .route("orders", "/orders", "a", "scopes = [\"orders:read\"]");
+        .with(|f| f.gateway.forward_metadata = vec!["plan".into(), "region".into()])
+        .upstream("a", &[up.addr], |_| {})
+        .route("orders", "/orders", "a", |r| {
+            r.scopes = vec!["orders:read".into()]
+        });
     let svc = cfg.keys().await;
     let mut s = key_spec("acme");
     s.scopes = vec!["orders:read".into(), "users:write".into()];
@@ -69,9 +71,9 @@ async fn bearer_keys_are_accepted_when_enabled_and_stripped(kind: StoreKind) {
     let up = Upstream::start("a").await;
     let cfg = TestConfig::new(kind)
         .await
-        .gateway("accept_bearer = true")
-        .upstream("a", &[up.addr], "")
-        .route("r", "/", "a", "");
+        .with(|f| f.gateway.accept_bearer = Some(true))
+        .upstream("a", &[up.addr], |_| {})
+        .route("r", "/", "a", |_| {});
     let created = cfg
         .keys()
         .await
@@ -103,9 +105,11 @@ async fn every_rejection_code(kind: StoreKind) {
     let up = Upstream::start("a").await;
     let cfg = TestConfig::new(kind)
         .await
-        .upstream("a", &[up.addr], "")
-        .route("orders", "/orders", "a", "scopes = [\"orders:read\"]")
-        .route("other", "/other", "a", "");
+        .upstream("a", &[up.addr], |_| {})
+        .route("orders", "/orders", "a", |r| {
+            r.scopes = vec!["orders:read".into()]
+        })
+        .route("other", "/other", "a", |_| {});
     let svc = cfg.keys().await;
     let actor = "test".to_string();
     let ok = svc
@@ -250,8 +254,10 @@ async fn scope_wildcards(kind: StoreKind) {
     let up = Upstream::start("a").await;
     let cfg = TestConfig::new(kind)
         .await
-        .upstream("a", &[up.addr], "")
-        .route("w", "/w", "a", "scopes = [\"orders:items:write\"]");
+        .upstream("a", &[up.addr], |_| {})
+        .route("w", "/w", "a", |r| {
+            r.scopes = vec!["orders:items:write".into()]
+        });
     let svc = cfg.keys().await;
     let mut keys = Vec::new();
     for scopes in [
@@ -280,8 +286,8 @@ async fn cidr_allowlists_ipv4_ipv6_and_mapped_addresses(kind: StoreKind) {
     let up = Upstream::start("a").await;
     let base = TestConfig::new(kind)
         .await
-        .upstream("a", &[up.addr], "")
-        .route("r", "/", "a", "");
+        .upstream("a", &[up.addr], |_| {})
+        .route("r", "/", "a", |_| {});
     let svc = base.keys().await;
     let make = |cidrs: &[&str]| {
         let mut s = key_spec("o");
@@ -307,9 +313,9 @@ async fn cidr_allowlists_ipv4_ipv6_and_mapped_addresses(kind: StoreKind) {
 
     // IPv6 listener, IPv6 client.
     let gw6 = TestConfig::with_store(base.db_url())
-        .gateway("listen = \"[::1]:0\"")
-        .upstream("a", &[up.addr], "")
-        .route("r", "/", "a", "")
+        .with(|f| f.gateway.listen = Some("[::1]:0".into()))
+        .upstream("a", &[up.addr], |_| {})
+        .route("r", "/", "a", |_| {})
         .start()
         .await;
     assert_eq!(call(&gw6, "/", v6_ok.secret.expose()).await.0, 200);
@@ -326,9 +332,9 @@ async fn cidr_allowlists_ipv4_ipv6_and_mapped_addresses(kind: StoreKind) {
     // Dual-stack listener, IPv4 client: the peer is ::ffff:127.0.0.1 and must
     // match IPv4 CIDRs.
     let dual = TestConfig::with_store(base.db_url())
-        .gateway("listen = \"[::]:0\"")
-        .upstream("a", &[up.addr], "")
-        .route("r", "/", "a", "")
+        .with(|f| f.gateway.listen = Some("[::]:0".into()))
+        .upstream("a", &[up.addr], |_| {})
+        .route("r", "/", "a", |_| {})
         .start()
         .await;
     let url = format!("http://127.0.0.1:{}/", dual.proxy.port());
@@ -360,14 +366,14 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies(kind: StoreKind) {
     s.allowed_cidrs = vec!["203.0.113.0/24".parse().expect("cidr")];
     let k = svc.create(s, &"t".into()).await.expect("create");
     let behind_lb = TestConfig::with_store(db.db_url())
-        .gateway("trusted_proxies = [\"127.0.0.0/8\"]")
-        .upstream("a", &[up.addr], "")
-        .route("r", "/", "a", "")
+        .with(|f| f.gateway.trusted_proxies = vec!["127.0.0.0/8".into()])
+        .upstream("a", &[up.addr], |_| {})
+        .route("r", "/", "a", |_| {})
         .start()
         .await;
     let exposed = TestConfig::with_store(db.db_url())
-        .upstream("a", &[up.addr], "")
-        .route("r", "/", "a", "")
+        .upstream("a", &[up.addr], |_| {})
+        .route("r", "/", "a", |_| {})
         .start()
         .await;
     let with_xff = |gw: &TestGateway, xff: &str| {
@@ -401,8 +407,8 @@ async fn expiry_is_reached_while_running(kind: StoreKind) {
     let up = Upstream::start("a").await;
     let cfg = TestConfig::new(kind)
         .await
-        .upstream("a", &[up.addr], "")
-        .route("r", "/", "a", "");
+        .upstream("a", &[up.addr], |_| {})
+        .route("r", "/", "a", |_| {});
     let s = keygate::keys::model::KeyPatch {
         expires_in: Some("1500ms".into()),
         ..key_spec("o").into()
@@ -434,8 +440,8 @@ async fn rotation_keeps_the_old_secret_working_for_the_grace_period(kind: StoreK
     let up = Upstream::start("a").await;
     let cfg = TestConfig::new(kind)
         .await
-        .upstream("a", &[up.addr], "")
-        .route("r", "/", "a", "");
+        .upstream("a", &[up.addr], |_| {})
+        .route("r", "/", "a", |_| {});
     let svc = cfg.keys().await;
     let mut s = key_spec("o");
     s.scopes = vec!["a:b".into()];
@@ -481,7 +487,9 @@ async fn rotation_keeps_the_old_secret_working_for_the_grace_period(kind: StoreK
 
 async fn max_per_owner_is_enforced(kind: StoreKind) {
     // The config owns the (SQLite) database directory: keep it alive.
-    let cfg = TestConfig::new(kind).await.set("keys", "max_per_owner = 2");
+    let cfg = TestConfig::new(kind)
+        .await
+        .with(|f| f.keys.max_per_owner = Some(2));
     let svc = cfg.keys().await;
     let a = svc
         .create(key_spec("capped"), &"t".into())

@@ -13,9 +13,9 @@ async fn cli_revocation_reaches_two_gateways_in_under_a_second(kind: StoreKind) 
     // A long poll interval: only the push path can make this fast.
     let cfg = TestConfig::new(kind)
         .await
-        .set("keys", "sync_interval = \"1h\"")
-        .upstream("a", &[up.addr], "")
-        .route("r", "/", "a", "");
+        .with(|f| f.keys.sync_interval = Some("1h".into()))
+        .upstream("a", &[up.addr], |_| {})
+        .route("r", "/", "a", |_| {});
     let k = cfg
         .keys()
         .await
@@ -28,7 +28,7 @@ async fn cli_revocation_reaches_two_gateways_in_under_a_second(kind: StoreKind) 
 
     let dir = tempfile::tempdir().expect("tmp");
     let path = dir.path().join("keygate.toml");
-    std::fs::write(&path, format!("[store]\nurl = \"{}\"\n", cfg.db_url())).expect("write");
+    binary::write_config(&path, &binary::store_config(cfg.db_url()));
     let id = k.key.id.to_string();
     let (code, out, err) = tokio::task::spawn_blocking(move || {
         binary::run(
@@ -77,10 +77,10 @@ async fn random_and_malformed_keys_cause_no_postgres_queries() {
     let up = Upstream::start("a").await;
     // No periodic work in the window: resync and usage flushes wait an hour.
     let cfg = TestConfig::with_store(&db_url)
-        .set("keys", "sync_interval = \"1h\"")
-        .set("usage", "flush_interval = \"1h\"")
-        .upstream("a", &[up.addr], "")
-        .route("r", "/", "a", "");
+        .with(|f| f.keys.sync_interval = Some("1h".into()))
+        .with(|f| f.usage.flush_interval = Some("1h".into()))
+        .upstream("a", &[up.addr], |_| {})
+        .route("r", "/", "a", |_| {});
     let valid = cfg
         .keys()
         .await
@@ -143,8 +143,8 @@ async fn postgres_outage_while_warm_keeps_serving_from_the_table() {
     let db_url = fresh_db_on(&server.admin_url()).await;
     let up = Upstream::start("a").await;
     let cfg = TestConfig::with_store(&db_url)
-        .upstream("a", &[up.addr], "")
-        .route("r", "/", "a", "");
+        .upstream("a", &[up.addr], |_| {})
+        .route("r", "/", "a", |_| {});
     let k = cfg
         .keys()
         .await
@@ -222,9 +222,9 @@ async fn cold_start_without_postgres_is_not_ready_and_answers_503() {
     let db_url = fresh_db_on(&server.admin_url()).await;
     let up = Upstream::start("a").await;
     let cfg = TestConfig::with_store(&db_url)
-        .upstream("a", &[up.addr], "")
-        .route("r", "/x", "a", "")
-        .route("pub", "/public", "a", "auth = \"public\"");
+        .upstream("a", &[up.addr], |_| {})
+        .route("r", "/x", "a", |_| {})
+        .route("pub", "/public", "a", TestConfig::public);
     let k = cfg
         .keys()
         .await
@@ -288,9 +288,9 @@ async fn deletes_and_new_keys_reach_a_running_gateway(kind: StoreKind) {
     let up = Upstream::start("a").await;
     let cfg = TestConfig::new(kind)
         .await
-        .set("keys", "sync_interval = \"1h\"")
-        .upstream("a", &[up.addr], "")
-        .route("r", "/", "a", "");
+        .with(|f| f.keys.sync_interval = Some("1h".into()))
+        .upstream("a", &[up.addr], |_| {})
+        .route("r", "/", "a", |_| {});
     let svc = cfg.keys().await;
     let first = svc
         .create(key_spec("o"), &"t".into())

@@ -23,26 +23,25 @@ async fn route_choice_prefix_boundary_longest_host_and_methods() {
     );
     let gw = TestConfig::pg()
         .await
-        .upstream("a", &[a.addr], "")
-        .upstream("b", &[b.addr], "")
-        .upstream("c", &[c.addr], "")
-        .upstream("d", &[d.addr], "")
-        .route("root", "/", "a", "auth = \"public\"")
-        .route("orders", "/orders", "b", "auth = \"public\"")
-        .route("items", "/orders/items", "c", "auth = \"public\"")
-        .route(
-            "orders-host",
-            "/orders",
-            "d",
-            "auth = \"public\"\nhost = \"api.example.com\"",
-        )
-        .route("m-get", "/m", "a", "auth = \"public\"\nmethods = [\"GET\"]")
-        .route(
-            "m-post",
-            "/m",
-            "b",
-            "auth = \"public\"\nmethods = [\"POST\"]",
-        )
+        .upstream("a", &[a.addr], |_| {})
+        .upstream("b", &[b.addr], |_| {})
+        .upstream("c", &[c.addr], |_| {})
+        .upstream("d", &[d.addr], |_| {})
+        .route("root", "/", "a", TestConfig::public)
+        .route("orders", "/orders", "b", TestConfig::public)
+        .route("items", "/orders/items", "c", TestConfig::public)
+        .route("orders-host", "/orders", "d", |r| {
+            TestConfig::public(r);
+            r.host = Some("api.example.com".into());
+        })
+        .route("m-get", "/m", "a", |r| {
+            TestConfig::public(r);
+            r.methods = vec!["GET".into()];
+        })
+        .route("m-post", "/m", "b", |r| {
+            TestConfig::public(r);
+            r.methods = vec!["POST".into()];
+        })
         .start()
         .await;
     let cases = [
@@ -81,13 +80,11 @@ async fn no_route_is_a_json_404() {
     let up = Upstream::start("a").await;
     let gw = TestConfig::pg()
         .await
-        .upstream("a", &[up.addr], "")
-        .route(
-            "only",
-            "/only",
-            "a",
-            "auth = \"public\"\nmethods = [\"GET\"]",
-        )
+        .upstream("a", &[up.addr], |_| {})
+        .route("only", "/only", "a", |r| {
+            TestConfig::public(r);
+            r.methods = vec!["GET".into()];
+        })
         .start()
         .await;
     for (method, path) in [("GET", "/nothing"), ("POST", "/only")] {
@@ -123,9 +120,9 @@ async fn dot_segments_are_refused_before_routing() {
     let up = Upstream::start("a").await;
     let gw = TestConfig::pg()
         .await
-        .upstream("a", &[up.addr], "")
-        .route("public", "/public", "a", "auth = \"public\"")
-        .route("private", "/private", "a", "")
+        .upstream("a", &[up.addr], |_| {})
+        .route("public", "/public", "a", TestConfig::public)
+        .route("private", "/private", "a", |_| {})
         .start()
         .await;
     for path in [
@@ -155,8 +152,10 @@ async fn failover_skips_a_dead_server() {
     let dead = dead_addr();
     let gw = TestConfig::pg()
         .await
-        .upstream("u", &[dead, live.addr], "fail_timeout = \"30s\"")
-        .route("r", "/", "u", "auth = \"public\"")
+        .upstream("u", &[dead, live.addr], |u| {
+            u.fail_timeout = Some("30s".into())
+        })
+        .route("r", "/", "u", TestConfig::public)
         .start()
         .await;
     for _ in 0..6 {
@@ -172,8 +171,8 @@ async fn failover_skips_a_dead_server() {
 async fn upstream_refusing_is_a_json_502() {
     let gw = TestConfig::pg()
         .await
-        .upstream("u", &[dead_addr()], "")
-        .route("r", "/", "u", "auth = \"public\"")
+        .upstream("u", &[dead_addr()], |_| {})
+        .route("r", "/", "u", TestConfig::public)
         .start()
         .await;
     let resp = gw.get("/x").send().await.expect("send");
@@ -196,8 +195,8 @@ async fn slow_upstream_is_a_json_504() {
     let up = Upstream::start("slow").await;
     let gw = TestConfig::pg()
         .await
-        .upstream("u", &[up.addr], "read_timeout = \"300ms\"")
-        .route("r", "/", "u", "auth = \"public\"")
+        .upstream("u", &[up.addr], |u| u.read_timeout = Some("300ms".into()))
+        .route("r", "/", "u", TestConfig::public)
         .start()
         .await;
     let started = Instant::now();
@@ -216,8 +215,8 @@ async fn spoofed_keygate_headers_never_reach_upstream_and_xff_is_appended() {
     let up = Upstream::start("a").await;
     let gw = TestConfig::pg()
         .await
-        .upstream("a", &[up.addr], "")
-        .route("r", "/", "a", "auth = \"public\"")
+        .upstream("a", &[up.addr], |_| {})
+        .route("r", "/", "a", TestConfig::public)
         .start()
         .await;
     // Raw HTTP so header-name casing is exactly what a client sends.
@@ -253,8 +252,8 @@ async fn request_ids_are_kept_when_sane_and_generated_otherwise() {
     let up = Upstream::start("a").await;
     let gw = TestConfig::pg()
         .await
-        .upstream("a", &[up.addr], "")
-        .route("r", "/", "a", "auth = \"public\"")
+        .upstream("a", &[up.addr], |_| {})
+        .route("r", "/", "a", TestConfig::public)
         .start()
         .await;
     let resp = gw
@@ -295,8 +294,8 @@ async fn large_bodies_stream_through() {
     let up = Upstream::start("a").await;
     let gw = TestConfig::pg()
         .await
-        .upstream("a", &[up.addr], "")
-        .route("r", "/", "a", "auth = \"public\"")
+        .upstream("a", &[up.addr], |_| {})
+        .route("r", "/", "a", TestConfig::public)
         .start()
         .await;
     const CHUNK: usize = 1 << 20;
@@ -334,8 +333,8 @@ async fn required_routes_without_a_store_key_answer_401() {
     let up = Upstream::start("a").await;
     let gw = TestConfig::pg()
         .await
-        .upstream("a", &[up.addr], "")
-        .route("private", "/", "a", "")
+        .upstream("a", &[up.addr], |_| {})
+        .route("private", "/", "a", |_| {})
         .start()
         .await;
     let resp = gw.get("/x").send().await.expect("send");
@@ -402,13 +401,10 @@ async fn lifecycle_config(
 ) -> std::path::PathBuf {
     let path = dir.join("keygate.toml");
     let db = crate::harness::pg::fresh_db().await;
-    std::fs::write(
-        &path,
-        format!(
-            "[gateway]\nlisten = \"127.0.0.1:0\"\nthreads = 1\nshutdown_grace = \"10s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\nurl = \"{db}\"\n[[upstream]]\nname = \"u\"\nservers = [\"{upstream}\"]\n[[route]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"u\"\nauth = \"public\"\n"
-        ),
-    )
-    .expect("write config");
+    let mut file = binary::serving_config(&db, upstream);
+    file.gateway.threads = Some(1);
+    file.gateway.shutdown_grace = Some("10s".into());
+    binary::write_config(&path, &file);
     path
 }
 

@@ -38,9 +38,9 @@ async fn n_requests_give_n_rows_with_the_right_fields(kind: StoreKind) {
     let up = Upstream::start("a").await;
     let cfg = TestConfig::new(kind)
         .await
-        .upstream("a", &[up.addr], "")
-        .route("api", "/api", "a", "scopes = [\"api:read\"]")
-        .route("pub", "/pub", "a", "auth = \"public\"");
+        .upstream("a", &[up.addr], |_| {})
+        .route("api", "/api", "a", |r| r.scopes = vec!["api:read".into()])
+        .route("pub", "/pub", "a", TestConfig::public);
     let svc = cfg.keys().await;
     let a = svc
         .create(spec("acme", &["api:read"]), &"t".into())
@@ -218,8 +218,8 @@ async fn postgres_outage_under_load_loses_and_duplicates_nothing() {
     let db = fresh_db_on(&server.admin_url()).await;
     let up = Upstream::start("a").await;
     let cfg = TestConfig::with_store(&db)
-        .upstream("a", &[up.addr], "")
-        .route("p", "/", "a", "auth = \"public\"");
+        .upstream("a", &[up.addr], |_| {})
+        .route("p", "/", "a", TestConfig::public);
     let gw = cfg.start().await;
     let stop = Arc::new(AtomicBool::new(false));
     let traffic = load(gw.url("/x"), stop.clone(), 4);
@@ -283,14 +283,10 @@ async fn sigterm_under_load_leaves_a_row_for_every_response() {
     let up = Upstream::start("a").await;
     let dir = tempfile::tempdir().expect("tmp");
     let config = dir.path().join("keygate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[gateway]\nlisten = \"127.0.0.1:0\"\nthreads = 2\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\nurl = \"{db}\"\n[usage]\nflush_interval = \"5s\"\n[[upstream]]\nname = \"u\"\nservers = [\"{}\"]\n[[route]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"u\"\nauth = \"public\"\n",
-            up.addr
-        ),
-    )
-    .expect("config");
+    let mut file = crate::harness::binary::serving_config(&db, up.addr);
+    file.gateway.threads = Some(2);
+    file.usage.flush_interval = Some("5s".into());
+    crate::harness::binary::write_config(&config, &file);
     let env = [("KEYGATE_HASH_SECRET", crate::harness::gateway::HASH_SECRET)];
     let pool = sqlx::PgPool::connect(&db).await.expect("pool");
 
@@ -382,9 +378,9 @@ async fn a_full_spool_drops_and_counts_while_serving() {
     );
     let up = Upstream::start("a").await;
     let cfg = TestConfig::with_store(&dead)
-        .upstream("a", &[up.addr], "")
-        .route("p", "/", "a", "auth = \"public\"")
-        .set("usage", "spool_max_size = \"8KiB\"");
+        .upstream("a", &[up.addr], |_| {})
+        .route("p", "/", "a", TestConfig::public)
+        .with(|f| f.usage.spool_max_size = Some("8KiB".into()));
     let gw = cfg.start().await;
     let statuses: Vec<u16> = futures::future::join_all(
         (0..200).map(|_| async { gw.get("/x").send().await.expect("send").status().as_u16() }),
@@ -427,8 +423,8 @@ async fn metrics_pass_promtool() {
     let up = Upstream::start("a").await;
     let cfg = TestConfig::pg()
         .await
-        .upstream("a", &[up.addr], "")
-        .route("r", "/", "a", "");
+        .upstream("a", &[up.addr], |_| {})
+        .route("r", "/", "a", |_| {});
     let k = cfg
         .keys()
         .await

@@ -103,7 +103,7 @@ async fn audit_verify_names_the_first_tampered_record(kind: StoreKind) {
     gw.stop().await;
     let dir = tempfile::tempdir().expect("tmp");
     let config = dir.path().join("k.toml");
-    std::fs::write(&config, format!("[store]\nurl = \"{}\"\n", cfg.db_url())).expect("config");
+    binary::write_config(&config, &binary::store_config(cfg.db_url()));
     let verify = || {
         let config = config.clone();
         async move {

@@ -78,10 +78,12 @@ async fn setup(up: &Upstream, kind: StoreKind) -> (TestConfig, TestGateway) {
     let cfg = TestConfig::new(kind)
         .await
         .env("KEYGATE_ADMIN_TOKEN", &format!("{TOKEN}, admin-token-two"))
-        .set("keys", "max_per_owner = 5")
-        .upstream("a", &[up.addr], "")
-        .route("orders", "/orders", "a", "scopes = [\"orders:read\"]")
-        .route("other", "/other", "a", "");
+        .with(|f| f.keys.max_per_owner = Some(5))
+        .upstream("a", &[up.addr], |_| {})
+        .route("orders", "/orders", "a", |r| {
+            r.scopes = vec!["orders:read".into()]
+        })
+        .route("other", "/other", "a", |_| {});
     let gw = cfg.start().await;
     (cfg, gw)
 }
@@ -126,8 +128,8 @@ async fn tokens_are_required_and_the_api_is_off_without_one(kind: StoreKind) {
 
     let off = TestConfig::new(kind)
         .await
-        .upstream("a", &[up.addr], "")
-        .route("r", "/", "a", "")
+        .upstream("a", &[up.addr], |_| {})
+        .route("r", "/", "a", |_| {})
         .start()
         .await;
     let (s, v) = admin(&off).get("/v1/keys").await;

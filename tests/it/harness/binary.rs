@@ -7,6 +7,43 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use keygate::config::FileConfig;
+use keygate::config::file::{RouteSection, UpstreamSection};
+
+/// Writes `file` as TOML, for the binary to read.
+pub fn write_config(path: &Path, file: &FileConfig) {
+    let text = toml::to_string(file).expect("config as TOML");
+    std::fs::write(path, text).expect("write config");
+}
+
+/// A file with only `[store] url`.
+pub fn store_config(db_url: &str) -> FileConfig {
+    let mut file = FileConfig::default();
+    file.store.url = Some(db_url.into());
+    file
+}
+
+/// A gateway (and admin API) on free ports, on `db_url`, with one public
+/// catch-all route `r` to `upstream` `u`.
+pub fn serving_config(db_url: &str, upstream: SocketAddr) -> FileConfig {
+    let mut file = store_config(db_url);
+    file.gateway.listen = Some("127.0.0.1:0".into());
+    file.admin.listen = Some("127.0.0.1:0".into());
+    file.upstream.push(UpstreamSection {
+        name: "u".into(),
+        servers: vec![upstream.to_string()],
+        ..Default::default()
+    });
+    file.route.push(RouteSection {
+        name: "r".into(),
+        path_prefix: Some("/".into()),
+        upstream: "u".into(),
+        auth: Some(keygate::config::AuthMode::Public.into()),
+        ..Default::default()
+    });
+    file
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_keygate")
 }

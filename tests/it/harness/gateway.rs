@@ -1,17 +1,20 @@
-//! Starting the real gateway in-process from TOML, on free ports.
+//! Starting the real gateway in-process from a typed configuration, on free ports.
 
 use std::net::SocketAddr;
 use std::path::Path;
 
-use keygate::config::Config;
+use keygate::config::file::{
+    BackendName, FileConfig, RateLimitSection, RouteSection, UpstreamSection,
+};
+use keygate::config::{AuthMode, Config};
 use keygate::{BuildOptions, Gateway, RunningGateway, Stop};
 
 pub const HASH_SECRET: &str = "test-hash-secret-test-hash-secret-0123456789";
 
-/// Builds a gateway configuration; sections are appended as TOML text.
+/// Builds a gateway configuration as a typed [`FileConfig`].
 #[derive(Clone)]
 pub struct TestConfig {
-    toml: String,
+    file: FileConfig,
     env: Vec<(String, String)>,
     db_url: String,
     /// Holds the usage spool; removed with the last clone.
@@ -90,12 +93,18 @@ impl TestConfig {
     }
 
     fn build_with_data(db_url: &str, data: super::procs::ScratchDir) -> TestConfig {
-        let spool = data.path().join("spool");
+        let mut file = FileConfig::default();
+        file.gateway.listen = Some("127.0.0.1:0".into());
+        file.gateway.threads = Some(2);
+        file.gateway.shutdown_grace = Some("5s".into());
+        file.gateway.work_stealing = Some(true);
+        file.admin.listen = Some("127.0.0.1:0".into());
+        file.store.url = Some(db_url.into());
+        file.keys.sync_interval = Some("1s".into());
+        file.usage.spool_dir = Some(data.path().join("spool").display().to_string());
+        file.usage.flush_interval = Some("100ms".into());
         TestConfig {
-            toml: format!(
-                "[gateway]\nlisten = \"127.0.0.1:0\"\nthreads = 2\nshutdown_grace = \"5s\"\nwork_stealing = true\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[store]\nurl = \"{db_url}\"\n\n[keys]\nsync_interval = \"1s\"\n\n[usage]\nspool_dir = \"{}\"\nflush_interval = \"100ms\"\n\n",
-                spool.display()
-            ),
+            file,
             env: vec![("KEYGATE_HASH_SECRET".into(), HASH_SECRET.into())],
             db_url: db_url.to_string(),
             data: std::sync::Arc::new(data),
@@ -121,57 +130,62 @@ impl TestConfig {
         keygate::service::Services::new(&stores, hasher, &config, clock).keys
     }
 
-    /// Adds TOML to the `[gateway]` section (must be called before other sections).
-    /// A line for the `[gateway]` section; replaces a line setting the same key.
-    pub fn gateway(self, line: &str) -> Self {
-        self.set("gateway", line)
-    }
-
-    /// A `key = value` line for one of the base sections (`gateway`, `admin`,
-    /// `store`, `keys`); replaces a line setting the same key.
-    pub fn set(mut self, section: &str, line: &str) -> Self {
-        let header = format!("[{section}]\n");
-        let start = self
-            .toml
-            .find(&header)
-            .unwrap_or_else(|| panic!("no [{section}] section"))
-            + header.len();
-        let end = self.toml[start..]
-            .find("\n\n")
-            .map_or(self.toml.len(), |e| start + e);
-        let key = line.split('=').next().unwrap_or("").trim();
-        let existing = self.toml[start..end]
-            .lines()
-            .find(|l| l.split('=').next().map(str::trim) == Some(key))
-            .map(str::to_owned);
-        match existing {
-            Some(old) => {
-                let at = start + self.toml[start..end].find(&old).unwrap_or(0);
-                self.toml.replace_range(at..at + old.len(), line);
-            }
-            None => self.toml.insert_str(end, &format!("\n{line}")),
-        }
+    /// Changes any part of the file.
+    pub fn with(mut self, change: impl FnOnce(&mut FileConfig)) -> Self {
+        change(&mut self.file);
         self
     }
 
-    pub fn section(mut self, toml: &str) -> Self {
-        self.toml.push_str(toml);
-        self.toml.push('\n');
-        self
+    /// Adds an `[[upstream]]`; `change` sets more than its name and servers.
+    pub fn upstream(
+        self,
+        name: &str,
+        servers: &[SocketAddr],
+        change: impl FnOnce(&mut UpstreamSection),
+    ) -> Self {
+        let mut u = UpstreamSection {
+            name: name.into(),
+            servers: servers.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        change(&mut u);
+        self.with(|f| f.upstream.push(u))
     }
 
-    pub fn upstream(self, name: &str, servers: &[SocketAddr], extra: &str) -> Self {
-        let list: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
-        self.section(&format!(
-            "[[upstream]]\nname = \"{name}\"\nservers = [{}]\n{extra}\n",
-            list.join(", ")
-        ))
+    /// For [`route`](Self::route): a route that needs no key.
+    pub fn public(r: &mut RouteSection) {
+        r.auth = Some(AuthMode::Public.into());
     }
 
-    pub fn route(self, name: &str, prefix: &str, upstream: &str, extra: &str) -> Self {
-        self.section(&format!(
-            "[[route]]\nname = \"{name}\"\npath_prefix = \"{prefix}\"\nupstream = \"{upstream}\"\n{extra}\n"
-        ))
+    /// Adds a `[[route]]`; `change` sets more than its name, prefix and upstream.
+    pub fn route(
+        self,
+        name: &str,
+        prefix: &str,
+        upstream: &str,
+        change: impl FnOnce(&mut RouteSection),
+    ) -> Self {
+        let mut r = RouteSection {
+            name: name.into(),
+            path_prefix: Some(prefix.into()),
+            upstream: upstream.into(),
+            ..Default::default()
+        };
+        change(&mut r);
+        self.with(|f| f.route.push(r))
+    }
+
+    /// Changes the `[ratelimit]` section.
+    pub fn ratelimit(self, change: impl FnOnce(&mut RateLimitSection)) -> Self {
+        self.with(|f| change(&mut f.ratelimit))
+    }
+
+    /// Counts rate limits on the Redis at `url`.
+    pub fn redis(self, url: &str) -> Self {
+        self.ratelimit(|r| {
+            r.backend = Some(BackendName::Redis.into());
+            r.url = Some(url.into());
+        })
     }
 
     pub fn env(mut self, k: &str, v: &str) -> Self {
@@ -179,8 +193,13 @@ impl TestConfig {
         self
     }
 
-    pub fn toml(&self) -> &str {
-        &self.toml
+    pub fn file(&self) -> &FileConfig {
+        &self.file
+    }
+
+    /// The file as TOML, for debugging.
+    pub fn toml(&self) -> String {
+        toml::to_string(&self.file).unwrap_or_else(|e| format!("<not TOML: {e}>"))
     }
 
     pub fn build(&self) -> Config {
@@ -191,8 +210,8 @@ impl TestConfig {
                 .find(|(n, _)| n == k)
                 .map(|(_, v)| v.clone())
         };
-        Config::from_toml(&self.toml, Path::new("test.toml"), &lookup)
-            .unwrap_or_else(|e| panic!("test config invalid: {e}\n{}", self.toml))
+        Config::from_file(self.file.clone(), Path::new("test.toml"), &lookup)
+            .unwrap_or_else(|e| panic!("test config invalid: {e}\n{}", self.toml()))
     }
 
     pub async fn start(&self) -> TestGateway {

@@ -12,7 +12,9 @@ use crate::harness::{TestConfig, TestGateway, Upstream, eventually, status};
 async fn redis_killed_falls_back_to_local_limits_and_recovers() {
     let mut r = redis().await;
     let up = Upstream::start("a").await;
-    let cfg = with_redis(routed(&up).await, &r, "on_backend_error = \"local\"");
+    let cfg = with_redis(routed(&up).await, &r, |s| {
+        s.on_backend_error = Some(keygate::config::OnBackendError::Local.into())
+    });
     let k = key(
         &cfg,
         Limits {
@@ -73,11 +75,10 @@ async fn redis_killed_falls_back_to_local_limits_and_recovers() {
 async fn hung_redis_costs_at_most_the_timeout_then_nothing() {
     let r = redis().await;
     let up = Upstream::start("a").await;
-    let cfg = with_redis(
-        routed(&up).await,
-        &r,
-        "breaker_failures = 3\ntimeout = \"1s\"",
-    );
+    let cfg = with_redis(routed(&up).await, &r, |s| {
+        s.breaker_failures = Some(3);
+        s.timeout = Some("1s".into());
+    });
     let k = key(
         &cfg,
         Limits {
@@ -121,8 +122,10 @@ async fn hung_redis_costs_at_most_the_timeout_then_nothing() {
 async fn mode(on_error: &str) -> (TestGateway, String, String, Upstream) {
     let up = Upstream::start("a").await;
     let dead = format!("redis://127.0.0.1:{}", crate::harness::procs::free_port());
-    let cfg = routed(&up).await
-        .section(&format!("[ratelimit]\nbackend = \"redis\"\nurl = \"{dead}\"\ntimeout = \"100ms\"\non_backend_error = \"{on_error}\"\n"));
+    let cfg = routed(&up).await.redis(&dead).ratelimit(|s| {
+        s.timeout = Some("100ms".into());
+        s.on_backend_error = Some(on_error.into());
+    });
     let limited = key(
         &cfg,
         Limits {
@@ -200,15 +203,15 @@ async fn commands_per_request_and_script_reload_after_restart() {
     let mut r = redis().await;
     let up = Upstream::start("a").await;
     let cfg = with_redis(
-        TestConfig::pg().await.upstream("a", &[up.addr], "").route(
-            "r",
-            "/",
-            "a",
-            "rate_limits = { second = 1000 }",
-        ),
+        TestConfig::pg()
+            .await
+            .upstream("a", &[up.addr], |_| {})
+            .route("r", "/", "a", |r| {
+                r.rate_limits = [("second".into(), 1000)].into()
+            }),
         &r,
         // A 200 must come from the script on Redis, never a local fallback.
-        "on_backend_error = \"deny\"",
+        |s| s.on_backend_error = Some(keygate::config::OnBackendError::Deny.into()),
     );
     let limits = Limits {
         second: Some(1000),

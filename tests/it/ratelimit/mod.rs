@@ -36,8 +36,8 @@ async fn key(cfg: &TestConfig, limits: Limits) -> keygate::service::CreatedKey {
 async fn routed(up: &Upstream) -> TestConfig {
     TestConfig::pg()
         .await
-        .upstream("a", &[up.addr], "")
-        .route("r", "/", "a", "")
+        .upstream("a", &[up.addr], |_| {})
+        .route("r", "/", "a", |_| {})
 }
 
 async fn redis() -> RedisServer {
@@ -46,20 +46,26 @@ async fn redis() -> RedisServer {
         .expect("join")
 }
 
-/// A Redis-backed `[ratelimit]` section; `extra` adds lines or, for
-/// `timeout`, replaces the default of 250 ms.
-fn with_redis(cfg: TestConfig, r: &RedisServer, extra: &str) -> TestConfig {
-    let timeout = if extra.contains("timeout =") {
-        ""
-    } else {
-        "timeout = \"250ms\"\n"
-    };
-    cfg.section(&format!("[ratelimit]\nbackend = \"redis\"\nurl = \"{}\"\n{timeout}breaker_probe_interval = \"200ms\"\n{extra}", r.url()))
+type Section = keygate::config::file::RateLimitSection;
+/// Changes [`with_redis`] makes after its own.
+type Extra = fn(&mut Section);
+
+/// A Redis-backed `[ratelimit]` section with a timeout of 250 ms; `extra`
+/// changes it further.
+fn with_redis(cfg: TestConfig, r: &RedisServer, extra: impl FnOnce(&mut Section)) -> TestConfig {
+    cfg.redis(&r.url()).ratelimit(|s| {
+        s.timeout = Some("250ms".into());
+        s.breaker_probe_interval = Some("200ms".into());
+        extra(s);
+    })
 }
 
 /// For the exactness tests: a slow Redis (a loaded test machine) must show up
 /// as a 503, not as the per-instance fallback quietly admitting more.
-const STRICT: &str = "timeout = \"5s\"\non_backend_error = \"deny\"";
+fn strict(s: &mut Section) {
+    s.timeout = Some("5s".into());
+    s.on_backend_error = Some(keygate::config::OnBackendError::Deny.into());
+}
 
 /// Sends `n` requests with at most `concurrency` in flight; counts statuses.
 async fn burst(
@@ -82,7 +88,7 @@ async fn burst(
 async fn exactly_the_limit_passes_under_concurrency_with_redis() {
     let r = redis().await;
     let up = Upstream::start("a").await;
-    let cfg = with_redis(routed(&up).await, &r, STRICT);
+    let cfg = with_redis(routed(&up).await, &r, strict);
     let k = key(
         &cfg,
         Limits {
@@ -101,7 +107,7 @@ async fn exactly_the_limit_passes_under_concurrency_with_redis() {
 async fn exactly_the_limit_passes_across_two_gateways_sharing_redis() {
     let r = redis().await;
     let up = Upstream::start("a").await;
-    let cfg = with_redis(routed(&up).await, &r, STRICT);
+    let cfg = with_redis(routed(&up).await, &r, strict);
     let k = key(
         &cfg,
         Limits {
@@ -141,7 +147,7 @@ async fn exactly_the_limit_passes_under_concurrency_in_memory() {
 async fn a_rejection_counts_in_no_window() {
     let r = redis().await;
     let up = Upstream::start("a").await;
-    let cfg = with_redis(routed(&up).await, &r, "");
+    let cfg = with_redis(routed(&up).await, &r, |_| {});
     let limits = Limits {
         second: Some(1000),
         minute: Some(5),
@@ -177,11 +183,13 @@ async fn headers_on_success_and_on_429() {
     let cfg = with_redis(
         TestConfig::pg()
             .await
-            .upstream("a", &[up.addr], "")
-            .route("r", "/", "a", "rate_limits = { day = 100 }")
-            .route("pub", "/public", "a", "auth = \"public\""),
+            .upstream("a", &[up.addr], |_| {})
+            .route("r", "/", "a", |r| {
+                r.rate_limits = [("day".into(), 100)].into()
+            })
+            .route("pub", "/public", "a", TestConfig::public),
         &r,
-        "",
+        |_| {},
     );
     let k = key(
         &cfg,
@@ -250,9 +258,11 @@ async fn route_caps_apply_per_key() {
     let up = Upstream::start("a").await;
     let cfg = TestConfig::pg()
         .await
-        .upstream("a", &[up.addr], "")
-        .route("capped", "/x", "a", "rate_limits = { minute = 2 }")
-        .route("free", "/y", "a", "");
+        .upstream("a", &[up.addr], |_| {})
+        .route("capped", "/x", "a", |r| {
+            r.rate_limits = [("minute".into(), 2)].into()
+        })
+        .route("free", "/y", "a", |_| {});
     let a = key(&cfg, Limits::default()).await;
     let b = key(&cfg, Limits::default()).await;
     let gw = cfg.start().await;
@@ -278,7 +288,7 @@ async fn route_caps_apply_per_key() {
     gw.stop().await;
 }
 
-async fn windows_reset_and_month_rolls_over(redis: Option<(&RedisServer, &str)>) {
+async fn windows_reset_and_month_rolls_over(redis: Option<(&RedisServer, Extra)>) {
     let up = Upstream::start("a").await;
     let mut cfg = routed(&up).await;
     if let Some((r, extra)) = redis {
@@ -340,24 +350,27 @@ async fn windows_reset_and_month_rolls_over_in_memory() {
 #[tokio::test]
 async fn windows_reset_and_month_rolls_over_with_redis() {
     let r = redis().await;
-    windows_reset_and_month_rolls_over(Some((&r, ""))).await;
+    windows_reset_and_month_rolls_over(Some((&r, |_| {}))).await;
 }
 
 #[tokio::test]
 async fn windows_reset_and_month_rolls_over_batched() {
     let r = redis().await;
-    windows_reset_and_month_rolls_over(Some((&r, BATCHED))).await;
+    windows_reset_and_month_rolls_over(Some((&r, batched))).await;
 }
 
-/// Batched mode, strict as the exactness tests are (see [`STRICT`]).
-const BATCHED: &str =
-    "mode = \"batched\"\nbatch_interval = \"20ms\"\ntimeout = \"5s\"\non_backend_error = \"deny\"";
+/// Batched mode, strict as the exactness tests are (see [`strict`]).
+fn batched(s: &mut Section) {
+    s.mode = Some(keygate::config::file::ModeName::Batched.into());
+    s.batch_interval = Some("20ms".into());
+    strict(s);
+}
 
 #[tokio::test]
 async fn batched_mode_is_exact_on_one_instance_and_costs_redis_little() {
     let r = redis().await;
     let up = Upstream::start("a").await;
-    let cfg = with_redis(routed(&up).await, &r, BATCHED);
+    let cfg = with_redis(routed(&up).await, &r, batched);
     let k = key(
         &cfg,
         Limits {
@@ -392,7 +405,7 @@ async fn batched_mode_is_exact_on_one_instance_and_costs_redis_little() {
 async fn batched_mode_over_admits_within_its_bound_across_instances() {
     let r = redis().await;
     let up = Upstream::start("a").await;
-    let cfg = with_redis(routed(&up).await, &r, BATCHED);
+    let cfg = with_redis(routed(&up).await, &r, batched);
     let k = key(
         &cfg,
         Limits {
@@ -424,7 +437,7 @@ async fn batched_mode_over_admits_within_its_bound_across_instances() {
 async fn an_exhausted_key_costs_redis_nothing() {
     let r = redis().await;
     let up = Upstream::start("a").await;
-    let cfg = with_redis(routed(&up).await, &r, "");
+    let cfg = with_redis(routed(&up).await, &r, |_| {});
     let k = key(
         &cfg,
         Limits {

@@ -1,0 +1,95 @@
+//! `[ratelimit]`: where counters live, how Redis is used, and what happens
+//! when it fails.
+
+use std::time::Duration;
+
+use super::Env;
+use super::checker::Checker;
+use crate::config::file::{BackendName, ModeName, RateLimitSection};
+use crate::config::{RateLimitBackend, RateLimitConfig, RateLimitMode, Secret, env, redact_url};
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            mode: RateLimitMode::Exact,
+            backend: RateLimitBackend::Memory,
+            timeout: Duration::from_millis(50),
+            on_backend_error: Default::default(),
+            breaker_failures: 3,
+            breaker_probe_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+impl RateLimitConfig {
+    /// How often batched mode flushes when `batch_interval` is not set.
+    pub const DEFAULT_BATCH_INTERVAL: Duration = Duration::from_millis(20);
+}
+
+impl Checker {
+    pub(super) fn ratelimit(&mut self, r: RateLimitSection, env: Env<'_>) -> RateLimitConfig {
+        let d = RateLimitConfig::default();
+        let url = env(env::REDIS_URL).or(r.url);
+        let backend = match self.parsed("ratelimit.backend", r.backend) {
+            Some(BackendName::Redis) => self.redis_url(url).unwrap_or(d.backend),
+            Some(BackendName::Memory) | None => d.backend,
+        };
+        let on_backend_error = self
+            .parsed("ratelimit.on_backend_error", r.on_backend_error)
+            .unwrap_or(d.on_backend_error);
+        let breaker_failures = self.at_least_one(
+            "ratelimit.breaker_failures",
+            r.breaker_failures,
+            d.breaker_failures,
+        );
+        let batched = r.batch_interval.is_some();
+        let mode = match self.parsed("ratelimit.mode", r.mode) {
+            Some(ModeName::Batched) => RateLimitMode::Batched(self.duration(
+                "ratelimit.batch_interval",
+                r.batch_interval,
+                RateLimitConfig::DEFAULT_BATCH_INTERVAL,
+            )),
+            Some(ModeName::Exact) | None => d.mode,
+        };
+        if batched && mode == RateLimitMode::Exact {
+            self.problem(
+                "ratelimit.batch_interval",
+                "only applies with mode = \"batched\"",
+            );
+        }
+        RateLimitConfig {
+            mode,
+            backend,
+            timeout: self.duration("ratelimit.timeout", r.timeout, d.timeout),
+            on_backend_error,
+            breaker_failures,
+            breaker_probe_interval: self.duration(
+                "ratelimit.breaker_probe_interval",
+                r.breaker_probe_interval,
+                d.breaker_probe_interval,
+            ),
+        }
+    }
+
+    fn redis_url(&mut self, url: Option<String>) -> Option<RateLimitBackend> {
+        match url {
+            Some(u) if u.starts_with("redis://") || u.starts_with("rediss://") => {
+                Some(RateLimitBackend::Redis(Secret::new(u)))
+            }
+            Some(u) => {
+                self.problem(
+                    "ratelimit.url",
+                    format!("{:?} must start with redis://", redact_url(&u)),
+                );
+                None
+            }
+            None => {
+                self.problem(
+                    "ratelimit.url",
+                    "required when backend = \"redis\" (or set KEYGATE_REDIS_URL)",
+                );
+                None
+            }
+        }
+    }
+}
