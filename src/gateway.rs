@@ -192,21 +192,7 @@ impl Gateway {
             service.start_service(Some(fds), shutdown_rx, 1).await;
         });
 
-        let admin_listener =
-            tokio::net::TcpListener::from_std(self.admin_listener).map_err(GatewayError::Admin)?;
-        let (admin_stop_tx, mut admin_stop_rx) = watch::channel(false);
-        let app = admin::router(self.admin.clone());
-        let admin_task = tokio::spawn(async move {
-            let stop = async move {
-                let _ = admin_stop_rx.wait_for(|s| *s).await;
-            };
-            if let Err(e) = axum::serve(admin_listener, app)
-                .with_graceful_shutdown(stop)
-                .await
-            {
-                tracing::error!(error = %e, "admin listener failed");
-            }
-        });
+        let (admin_stop_tx, admin_task) = serve_admin(self.admin_listener, self.admin.clone())?;
 
         let (usage_stop_tx, usage_stop_rx) = watch::channel(None);
         let usage_task = self
@@ -234,6 +220,28 @@ impl Gateway {
             admin_task,
         })
     }
+}
+
+/// Serves the admin API until the returned sender says stop.
+fn serve_admin(
+    listener: std::net::TcpListener,
+    admin: Arc<AdminState>,
+) -> Result<(watch::Sender<bool>, JoinHandle<()>), GatewayError> {
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(GatewayError::Admin)?;
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let app = admin::router(admin);
+    let task = tokio::spawn(async move {
+        let stop = async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::error!(error = %e, "admin listener failed");
+        }
+    });
+    Ok((stop_tx, task))
 }
 
 /// The key sync, after its first load: a gateway whose store is down starts

@@ -75,98 +75,111 @@ pub struct Metrics {
 #[error("metrics registry: {0}")]
 pub struct MetricsError(#[from] prometheus::Error);
 
-impl Metrics {
-    pub fn new(route_names: &[Arc<str>]) -> Result<Metrics, MetricsError> {
-        let registry = Registry::new();
-        let requests = IntCounterVec::new(
+/// Registers a collector and hands it back.
+fn reg<C: prometheus::core::Collector + Clone + 'static>(
+    r: &Registry,
+    c: C,
+) -> Result<C, prometheus::Error> {
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+/// Per route (and [`NO_ROUTE`]): a request counter per outcome and a latency histogram.
+fn route_metrics(r: &Registry, route_names: &[Arc<str>]) -> Result<Vec<RouteMetrics>, prometheus::Error> {
+    let requests = reg(
+        r,
+        IntCounterVec::new(
             Opts::new("keygate_requests_total", "Requests by route and outcome"),
             &["route", "outcome"],
-        )?;
-        let durations = prometheus::HistogramVec::new(
+        )?,
+    )?;
+    let durations = reg(
+        r,
+        prometheus::HistogramVec::new(
             HistogramOpts::new(
                 "keygate_request_duration_seconds",
                 "Time from request head to the end of the response, by route",
             )
             .buckets(REQUEST_BUCKETS.to_vec()),
             &["route"],
-        )?;
-        registry.register(Box::new(requests.clone()))?;
-        registry.register(Box::new(durations.clone()))?;
-        let routes = route_names
-            .iter()
-            .map(|n| &**n)
-            .chain(std::iter::once(NO_ROUTE))
-            .map(|route| RouteMetrics {
-                by_outcome: Outcome::ALL
-                    .iter()
-                    .map(|o| requests.with_label_values(&[route, o.as_str()]))
-                    .collect(),
-                duration: durations.with_label_values(&[route]),
-            })
-            .collect();
+        )?,
+    )?;
+    Ok(route_names
+        .iter()
+        .map(|n| &**n)
+        .chain(std::iter::once(NO_ROUTE))
+        .map(|route| RouteMetrics {
+            by_outcome: Outcome::ALL
+                .iter()
+                .map(|o| requests.with_label_values(&[route, o.as_str()]))
+                .collect(),
+            duration: durations.with_label_values(&[route]),
+        })
+        .collect())
+}
 
-        let auth_duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "keygate_auth_duration_seconds",
-                "Time spent in keygate before the upstream call (routing, auth, rate limits)",
-            )
-            .buckets(AUTH_BUCKETS.to_vec()),
+impl Metrics {
+    pub fn new(route_names: &[Arc<str>]) -> Result<Metrics, MetricsError> {
+        let r = Registry::new();
+        let routes = route_metrics(&r, route_names)?;
+        let auth_duration = reg(
+            &r,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "keygate_auth_duration_seconds",
+                    "Time spent in keygate before the upstream call (routing, auth, rate limits)",
+                )
+                .buckets(AUTH_BUCKETS.to_vec()),
+            )?,
         )?;
-        let keys_loaded = IntGauge::new("keygate_keys_loaded", "Keys in the in-memory table")?;
-        let key_sync_age = Gauge::new(
-            "keygate_key_sync_age_seconds",
-            "Seconds since the key table last confirmed it is in sync with the store",
+        let gauge = |name, help| reg(&r, IntGauge::new(name, help)?);
+        let counter = |name, help| reg(&r, IntCounter::new(name, help)?);
+        let usage = reg(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "keygate_usage_events_total",
+                    "Usage records by what became of them",
+                ),
+                &["result"],
+            )?,
         )?;
-        let ratelimit_backend_errors = IntCounter::new(
-            "keygate_ratelimit_backend_errors_total",
-            "Rate-limit backend calls that failed or timed out",
-        )?;
-        let ratelimit_degraded = IntGauge::new(
-            "keygate_ratelimit_degraded",
-            "1 while rate limiting falls back because the backend is unavailable",
-        )?;
-        let usage = IntCounterVec::new(
-            Opts::new(
-                "keygate_usage_events_total",
-                "Usage records by what became of them",
-            ),
-            &["result"],
-        )?;
-        let usage_events = UsageResult::ALL.map(|r| usage.with_label_values(&[r.as_str()]));
-        let usage_queue_depth = IntGauge::new(
-            "keygate_usage_queue_depth",
-            "Usage records waiting to be written",
-        )?;
-        let inflight = IntGauge::new("keygate_inflight_requests", "Requests being processed")?;
-        let build_info = IntGaugeVec::new(
-            Opts::new("keygate_build_info", "Build information; always 1"),
-            &["version"],
+        let build_info = reg(
+            &r,
+            IntGaugeVec::new(
+                Opts::new("keygate_build_info", "Build information; always 1"),
+                &["version"],
+            )?,
         )?;
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-
-        registry.register(Box::new(auth_duration.clone()))?;
-        registry.register(Box::new(keys_loaded.clone()))?;
-        registry.register(Box::new(key_sync_age.clone()))?;
-        registry.register(Box::new(ratelimit_backend_errors.clone()))?;
-        registry.register(Box::new(ratelimit_degraded.clone()))?;
-        registry.register(Box::new(usage))?;
-        registry.register(Box::new(usage_queue_depth.clone()))?;
-        registry.register(Box::new(inflight.clone()))?;
-        registry.register(Box::new(build_info))?;
-
         Ok(Metrics {
-            registry,
             routes,
             auth_duration,
-            keys_loaded,
-            key_sync_age,
-            ratelimit_backend_errors,
-            ratelimit_degraded,
-            usage_events,
-            usage_queue_depth,
-            inflight,
+            keys_loaded: gauge("keygate_keys_loaded", "Keys in the in-memory table")?,
+            key_sync_age: reg(
+                &r,
+                Gauge::new(
+                    "keygate_key_sync_age_seconds",
+                    "Seconds since the key table last confirmed it is in sync with the store",
+                )?,
+            )?,
+            ratelimit_backend_errors: counter(
+                "keygate_ratelimit_backend_errors_total",
+                "Rate-limit backend calls that failed or timed out",
+            )?,
+            ratelimit_degraded: gauge(
+                "keygate_ratelimit_degraded",
+                "1 while rate limiting falls back because the backend is unavailable",
+            )?,
+            usage_events: UsageResult::ALL.map(|x| usage.with_label_values(&[x.as_str()])),
+            usage_queue_depth: gauge(
+                "keygate_usage_queue_depth",
+                "Usage records waiting to be written",
+            )?,
+            inflight: gauge("keygate_inflight_requests", "Requests being processed")?,
+            registry: r,
         })
     }
 

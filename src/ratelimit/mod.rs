@@ -14,6 +14,7 @@ pub mod decision;
 mod health;
 pub mod memory;
 pub mod redis;
+mod status;
 pub mod window;
 
 use std::sync::Arc;
@@ -27,23 +28,12 @@ use crate::keys::KeyEntry;
 use crate::metrics::Metrics;
 use crate::outcome::{Detail, Outcome, Rejection};
 use blocked::{Block, BlockCache};
-use decision::{Check, Scope, Span, Verdict, WindowStatus, closest, plan};
+use decision::{Check, Span, Verdict, WindowStatus, plan};
 pub use health::{BackendState, Health};
+pub use status::RateStatus;
 use memory::MemoryLimiter;
 use redis::RedisBackend;
 use window::Limits;
-
-/// What the response headers say about rate limits.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RateStatus {
-    pub limit: u64,
-    pub remaining: u64,
-    pub reset_secs: u64,
-    /// `RateLimit-Policy`: every window, IETF httpapi draft syntax.
-    pub policy: String,
-    /// `RateLimit`: the window closest to exhaustion.
-    pub current: String,
-}
 
 /// The outcome of a check: headers to send, and a rejection if refused.
 pub type LimitResult = Result<Option<RateStatus>, (Rejection, Option<RateStatus>)>;
@@ -313,52 +303,8 @@ impl Limiter {
         (r, Some(self.status(&windows, at, route)))
     }
 
-    /// Appends the policy's name: the window, prefixed by the route for caps.
-    fn write_policy_name(&self, out: &mut String, c: &Check, route: usize) {
-        if let Scope::Route(_) = c.scope {
-            out.push_str(self.route_name(route));
-            out.push('.');
-        }
-        out.push_str(c.window.as_str());
-    }
-
-    /// The header values, each built in one buffer (this runs per request).
     fn status(&self, windows: &[WindowStatus], pick: Option<usize>, route: usize) -> RateStatus {
-        use std::fmt::Write;
-        let mut policy = String::with_capacity(32 * windows.len());
-        for (i, w) in windows.iter().enumerate() {
-            if i > 0 {
-                policy.push_str(", ");
-            }
-            policy.push('"');
-            self.write_policy_name(&mut policy, &w.check, route);
-            let _ = write!(policy, "\";q={};w={}", w.check.limit, w.window_secs);
-        }
-        match pick
-            .and_then(|i| windows.get(i))
-            .or_else(|| closest(windows))
-        {
-            Some(w) => {
-                let mut current = String::with_capacity(32);
-                current.push('"');
-                self.write_policy_name(&mut current, &w.check, route);
-                let _ = write!(current, "\";r={};t={}", w.remaining, w.reset_secs);
-                RateStatus {
-                    limit: w.check.limit,
-                    remaining: w.remaining,
-                    reset_secs: w.reset_secs,
-                    current,
-                    policy,
-                }
-            }
-            None => RateStatus {
-                limit: 0,
-                remaining: 0,
-                reset_secs: 0,
-                policy,
-                current: String::new(),
-            },
-        }
+        status::build(windows, pick, self.route_name(route))
     }
 
     /// Batched mode: flushes local counts to Redis every `batch_interval`.

@@ -48,7 +48,7 @@ const MONTH_TTL_MARGIN_MS: u64 = 86_400_000;
 pub struct RedisBackend {
     client: redis::Client,
     script: redis::Script,
-    pub breaker: Breaker,
+    pub(super) breaker: Breaker,
     /// Bumped when Redis comes back after an outage: threads reconnect.
     generation: AtomicU64,
     /// One connection per proxy thread, opened on that thread: its driver task
