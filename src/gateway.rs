@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use pingora_core::server::configuration::ServerConf;
@@ -90,6 +89,8 @@ impl Gateway {
     }
 
     pub async fn build_with(config: Config, opts: BuildOptions) -> Result<Gateway, GatewayError> {
+        // rustls for Redis (and the TLS listener) uses the process-wide provider: ring.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let config = Arc::new(config);
         let route_names: Vec<Arc<str>> = config
             .routes
@@ -105,7 +106,7 @@ impl Gateway {
         let readiness = Readiness {
             keys: keys.clone(),
             ratelimit: Arc::new(RateLimitHealth::new(config.ratelimit.on_backend_error)),
-            store_reachable: Arc::new(AtomicBool::new(false)),
+            sync: Arc::default(),
         };
         let sync = first_load(&config, &stores, &readiness, &opts).await?;
         let limiter = Arc::new(Limiter::new(
@@ -114,7 +115,7 @@ impl Gateway {
             readiness.ratelimit.clone(),
             opts.clock.clone(),
         )?);
-        limiter.connect().await;
+        limiter.connect().await?;
         let (usage, usage_writer) = usage_pipeline(&config, &stores, &metrics)?;
         let state = Arc::new(ProxyState {
             gate: Gate::new(&config, hasher.clone(), keys, limiter, opts.clock.clone()),
@@ -263,12 +264,13 @@ async fn first_load(
         EntryContext::new(config),
         opts.clock.clone(),
         interval,
-        readiness.store_reachable.clone(),
+        readiness.sync.clone(),
     );
     let kind = stores.db.kind();
     match tokio::time::timeout(FIRST_LOAD_WAIT, sync.load()).await {
         Ok(Ok(n)) => tracing::info!(keys = n, store = kind, "key table loaded"),
-        Ok(Err(e @ StoreError::Schema(_))) => return Err(e.into()),
+        // Not a passing outage: a missing schema or a TLS setup that cannot work.
+        Ok(Err(e @ (StoreError::Schema(_) | StoreError::Tls { .. }))) => return Err(e.into()),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "key store unavailable at start; not ready until it answers")
         }

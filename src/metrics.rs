@@ -66,6 +66,7 @@ pub struct Metrics {
     pub key_sync_age: Gauge,
     pub ratelimit_backend_errors: IntCounter,
     pub ratelimit_degraded: IntGauge,
+    pub ratelimit_master_changes: IntCounter,
     usage_events: [IntCounter; 3],
     pub usage_queue_depth: IntGauge,
     pub inflight: IntGauge,
@@ -85,7 +86,10 @@ fn reg<C: prometheus::core::Collector + Clone + 'static>(
 }
 
 /// Per route (and [`NO_ROUTE`]): a request counter per outcome and a latency histogram.
-fn route_metrics(r: &Registry, route_names: &[Arc<str>]) -> Result<Vec<RouteMetrics>, prometheus::Error> {
+fn route_metrics(
+    r: &Registry,
+    route_names: &[Arc<str>],
+) -> Result<Vec<RouteMetrics>, prometheus::Error> {
     let requests = reg(
         r,
         IntCounterVec::new(
@@ -172,6 +176,10 @@ impl Metrics {
             ratelimit_degraded: gauge(
                 "keygate_ratelimit_degraded",
                 "1 while rate limiting falls back because the backend is unavailable",
+            )?,
+            ratelimit_master_changes: counter(
+                "keygate_ratelimit_master_changes_total",
+                "Times the Redis sentinels named a different master (failovers seen)",
             )?,
             usage_events: UsageResult::ALL.map(|x| usage.with_label_values(&[x.as_str()])),
             usage_queue_depth: gauge(

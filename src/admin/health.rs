@@ -1,7 +1,6 @@
 //! `/healthz`, `/readyz`, `/metrics`.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::extract::State;
@@ -30,7 +29,7 @@ async fn healthz() -> impl IntoResponse {
 async fn readyz(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
     let r = &s.readiness;
     let keys_loaded = r.keys.is_ready();
-    let store = r.store_reachable.load(Ordering::Relaxed);
+    let store = r.sync.reachable();
     let rl = r.ratelimit.state();
     let ready = keys_loaded && rl.can_serve();
     let body = json!({
@@ -38,6 +37,7 @@ async fn readyz(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
         "keys": if keys_loaded { "loaded" } else { "not_loaded" },
         "keys_loaded": r.keys.len(),
         "store": if store { "reachable" } else { "unreachable" },
+        "key_push": r.sync.push().as_str(),
         "ratelimit": rl.as_str(),
     });
     let code = if ready {

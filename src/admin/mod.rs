@@ -12,7 +12,6 @@ mod reports;
 mod verify;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use axum::Router;
 use axum::http::header;
@@ -32,7 +31,7 @@ pub use openapi::json as openapi_json;
 pub struct Readiness {
     pub keys: Arc<KeyTable>,
     pub ratelimit: Arc<RateLimitHealth>,
-    pub store_reachable: Arc<AtomicBool>,
+    pub sync: Arc<crate::keys::sync::SyncStatus>,
 }
 
 /// What the admin handlers read.

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::lenient::{Choice, Lenient};
-use super::{AuthMode, LogFormat, OnBackendError};
+use super::{AuthMode, LogFormat, OnBackendError, Pooler};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -63,6 +63,8 @@ pub struct StoreSection {
     pub url: Option<String>,
     pub hash_secret_file: Option<String>,
     pub max_connections: Option<u32>,
+    pub pooler: Option<Lenient<Pooler>>,
+    pub listen_url: Option<String>,
 }
 
 /// `backend` in `[ratelimit]`. (Variants are in the order a problem lists them.)
@@ -85,6 +87,18 @@ pub enum ModeName {
 
 impl Choice for BackendName {}
 impl Choice for ModeName {}
+impl Choice for Pooler {}
+impl Choice for TopologyName {}
+
+/// `topology` in `[ratelimit]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TopologyName {
+    #[default]
+    Standalone,
+    Cluster,
+    Sentinel,
+}
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -97,6 +111,13 @@ pub struct RateLimitSection {
     pub breaker_probe_interval: Option<Lenient<Duration>>,
     pub mode: Option<Lenient<ModeName>>,
     pub batch_interval: Option<Lenient<Duration>>,
+    pub topology: Option<Lenient<TopologyName>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sentinels: Vec<String>,
+    pub master_name: Option<String>,
+    pub tls_ca_file: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

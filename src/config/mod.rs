@@ -25,6 +25,7 @@ pub use validate::{is_metadata_field, validate_cidr};
 pub mod env {
     pub const CONFIG: &str = "KEYGATE_CONFIG";
     pub const DATABASE_URL: &str = "KEYGATE_DATABASE_URL";
+    pub const DATABASE_LISTEN_URL: &str = "KEYGATE_DATABASE_LISTEN_URL";
     pub const REDIS_URL: &str = "KEYGATE_REDIS_URL";
     pub const HASH_SECRET: &str = "KEYGATE_HASH_SECRET";
     pub const ADMIN_TOKEN: &str = "KEYGATE_ADMIN_TOKEN";
@@ -89,6 +90,23 @@ pub struct StoreConfig {
     pub url: StoreUrl,
     pub hash_secret: HashSecretSource,
     pub max_connections: u32,
+    /// What stands between keygate and Postgres.
+    pub pooler: Pooler,
+    /// A direct connection for LISTEN (and migrations) when `url` goes
+    /// through a transaction pooler.
+    pub listen_url: Option<Secret>,
+}
+
+/// `store.pooler`: how Postgres is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooler {
+    /// Directly, or through a session pooler: every feature works.
+    #[default]
+    None,
+    /// Through PgBouncer / RDS Proxy / Supavisor in transaction pooling: no
+    /// named prepared statements, no session state, no LISTEN.
+    Transaction,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -103,7 +121,31 @@ pub enum OnBackendError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RateLimitBackend {
     Memory,
-    Redis(Secret),
+    Redis(RedisConfig),
+}
+
+/// Where Redis is and how to reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    pub topology: RedisTopology,
+    /// The CA that signs the servers' certificates (`rediss://`), instead of
+    /// the public roots.
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTopology {
+    /// One server (`url`).
+    Standalone(Secret),
+    /// A Redis Cluster, found from these seed nodes.
+    Cluster(Vec<Secret>),
+    /// The master that the sentinels name `master_name`; `url` (optional)
+    /// carries the master's scheme, credentials and database.
+    Sentinel {
+        sentinels: Vec<String>,
+        master_name: String,
+        url: Option<Secret>,
+    },
 }
 
 /// How the Redis backend counts.

@@ -220,7 +220,10 @@ backend = "redis"
     );
     assert_eq!(
         c.ratelimit.backend,
-        RateLimitBackend::Redis(Secret::new("redis://cache:6379"))
+        RateLimitBackend::Redis(RedisConfig {
+            topology: RedisTopology::Standalone(Secret::new("redis://cache:6379")),
+            tls_ca_file: None,
+        })
     );
     assert!(matches!(c.store.hash_secret, HashSecretSource::Env(_)));
     assert_eq!(c.admin.tokens.len(), 2);

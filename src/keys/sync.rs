@@ -9,7 +9,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
@@ -20,13 +20,64 @@ use crate::auth::hash::{KeyHash, PrefixBuildHasher};
 use crate::clock::Clock;
 use crate::store::{KeyFeed, StoreError};
 
+/// How the sync stands, for `/readyz`.
+#[derive(Debug, Default)]
+pub struct SyncStatus {
+    reachable: AtomicBool,
+    push: AtomicU8,
+}
+
+/// How changes reach the table besides polling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Push {
+    /// Not known yet (connecting).
+    Unknown = 0,
+    /// LISTEN works (a probe notification came back).
+    Listening = 1,
+    /// No push channel (SQLite, or a transaction pooler without listen_url):
+    /// changes arrive by polling.
+    Polling = 2,
+    /// LISTEN was accepted but hears nothing: polling, and reported.
+    Deaf = 3,
+}
+
+impl SyncStatus {
+    pub fn reachable(&self) -> bool {
+        self.reachable.load(Ordering::Relaxed)
+    }
+
+    pub fn push(&self) -> Push {
+        match self.push.load(Ordering::Relaxed) {
+            1 => Push::Listening,
+            2 => Push::Polling,
+            3 => Push::Deaf,
+            _ => Push::Unknown,
+        }
+    }
+
+    fn set_push(&self, p: Push) {
+        self.push.store(p as u8, Ordering::Relaxed);
+    }
+}
+
+impl Push {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Push::Unknown => "unknown",
+            Push::Listening => "listening",
+            Push::Polling => "polling",
+            Push::Deaf => "deaf",
+        }
+    }
+}
+
 pub struct KeySync {
     store: Arc<dyn KeyFeed>,
     table: Arc<KeyTable>,
     interner: Interner,
     clock: Clock,
     interval: Duration,
-    reachable: Arc<AtomicBool>,
+    status: Arc<SyncStatus>,
     /// The last change number applied; `None` until the first full load.
     seq: Option<i64>,
 }
@@ -38,7 +89,7 @@ impl KeySync {
         ctx: EntryContext,
         clock: Clock,
         interval: Duration,
-        reachable: Arc<AtomicBool>,
+        status: Arc<SyncStatus>,
     ) -> KeySync {
         KeySync {
             store,
@@ -46,7 +97,7 @@ impl KeySync {
             interner: Interner::new(ctx),
             clock,
             interval,
-            reachable,
+            status,
             seq: None,
         }
     }
@@ -108,7 +159,7 @@ impl KeySync {
 
     fn synced(&self) {
         self.table.mark_synced(self.clock.now_ms());
-        if !self.reachable.swap(true, Ordering::Relaxed) {
+        if !self.status.reachable.swap(true, Ordering::Relaxed) {
             tracing::info!(
                 keys = self.table.len(),
                 policies = self.interner.policies(),
@@ -118,7 +169,7 @@ impl KeySync {
     }
 
     fn failed(&self, e: &StoreError) {
-        if self.reachable.swap(false, Ordering::Relaxed) || self.seq.is_none() {
+        if self.status.reachable.swap(false, Ordering::Relaxed) || self.seq.is_none() {
             tracing::warn!(error = %e, keys = self.table.len(), "key sync failed; serving from the in-memory table and retrying");
         }
     }
@@ -126,7 +177,13 @@ impl KeySync {
     /// Runs until `stop` turns true.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let wake = Arc::new(Notify::new());
-        let listener = tokio::spawn(listen(self.store.clone(), wake.clone(), stop.clone()));
+        let push = Pusher {
+            store: self.store.clone(),
+            wake: wake.clone(),
+            status: self.status.clone(),
+            interval: self.interval,
+        };
+        let listener = tokio::spawn(push.run(stop.clone()));
         loop {
             let result = self.poll().await;
             if let Err(e) = &result {
@@ -148,37 +205,57 @@ impl KeySync {
     }
 }
 
-/// Forwards store notifications to `wake`; reconnects with backoff.
-async fn listen(store: Arc<dyn KeyFeed>, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        let attempt = async {
-            let Some(mut l) = store.listen().await? else {
-                // No push channel: polling alone keeps the table in step.
-                std::future::pending::<()>().await;
-                return Ok(());
+/// Forwards store notifications to the sync; reconnects with backoff.
+struct Pusher {
+    store: Arc<dyn KeyFeed>,
+    wake: Arc<Notify>,
+    status: Arc<SyncStatus>,
+    /// The poll interval, for the log.
+    interval: Duration,
+}
+
+impl Pusher {
+    async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let result: Result<(), StoreError> = tokio::select! {
+                r = self.listen() => r,
+                _ = stop.wait_for(|s| *s) => return,
             };
-            // Changes made while we were not listening: look now.
-            wake.notify_one();
-            loop {
-                let delivered = l.next().await?;
-                wake.notify_one();
-                if !delivered {
-                    tracing::debug!("key change listener reconnected");
+            match result {
+                // A deaf listener stays deaf: poll, and say so once.
+                Err(e @ StoreError::DeafListener) => {
+                    self.status.set_push(Push::Deaf);
+                    tracing::warn!(error = %e, poll = ?self.interval, "key sync: not listening");
+                    return;
                 }
+                Err(e) => tracing::debug!(error = %e, "key change listener failed; retrying"),
+                Ok(()) => return,
             }
-        };
-        let result: Result<(), StoreError> = tokio::select! {
-            r = attempt => r,
-            _ = stop.wait_for(|s| *s) => return,
-        };
-        if let Err(e) = result {
-            tracing::debug!(error = %e, "key change listener failed; retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = stop.wait_for(|s| *s) => return,
+    }
+
+    /// Listens until the channel fails; `Ok` only when there is none.
+    async fn listen(&self) -> Result<(), StoreError> {
+        let Some(mut l) = self.store.listen().await? else {
+            self.status.set_push(Push::Polling);
+            tracing::info!(poll = ?self.interval, "key sync: no push channel; key changes arrive by polling");
+            return Ok(());
+        };
+        self.status.set_push(Push::Listening);
+        // Changes made while we were not listening: look now.
+        self.wake.notify_one();
+        loop {
+            let delivered = l.next().await?;
+            self.wake.notify_one();
+            if !delivered {
+                tracing::debug!("key change listener reconnected");
+            }
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }

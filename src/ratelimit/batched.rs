@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 use uuid::Uuid;
 
 use super::decision::{Check, Counts, Scope, Span, Verdict, evaluate};
-use super::redis::{RedisBackend, bucket_pair, bucket_ttl_ms, key_prefix};
+use super::redis::{BackendError, RedisBackend, bucket_pair, bucket_ttl_ms, key_prefix};
 use super::window::Window;
 
 /// KEYS: per slot, its current and previous bucket. ARGV: per slot, the count
@@ -210,7 +210,7 @@ impl BatchedLimiter {
         spans: &[Span],
         route: &str,
         timeout: Duration,
-    ) -> Result<(), redis::RedisError> {
+    ) -> Result<(), BackendError> {
         let key = self.key(id);
         let _one = key.flushing.lock().await;
         let synced = {
@@ -230,7 +230,7 @@ impl BatchedLimiter {
     }
 
     /// Adds every key's pending counts to Redis and reads the totals back.
-    pub async fn flush(&self, timeout: Duration) -> Result<usize, redis::RedisError> {
+    pub async fn flush(&self, timeout: Duration) -> Result<usize, BackendError> {
         let active: Vec<(Uuid, Arc<Key>)> = self
             .keys
             .pin()
@@ -288,7 +288,7 @@ impl BatchedLimiter {
         id: Uuid,
         key: &Key,
         timeout: Duration,
-    ) -> Result<(), redis::RedisError> {
+    ) -> Result<(), BackendError> {
         let item = Self::prepare(id, &mut key.state.lock());
         if item.slots.is_empty() {
             return Ok(());
@@ -302,10 +302,10 @@ impl BatchedLimiter {
         }
         let result = match self.redis.invoke(&inv, timeout).await {
             Ok(out) if out.len() == 2 * item.slots.len() => Ok(out),
-            Ok(_) => Err(redis::RedisError::from((
+            Ok(_) => Err(BackendError::Redis(redis::RedisError::from((
                 redis::ErrorKind::Parse,
                 "unexpected flush reply",
-            ))),
+            )))),
             Err(e) => Err(e),
         };
         let mut k = key.state.lock();

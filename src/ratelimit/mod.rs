@@ -30,9 +30,9 @@ use crate::outcome::{Detail, Outcome, Rejection};
 use blocked::{Block, BlockCache};
 use decision::{Check, Span, Verdict, WindowStatus, plan};
 pub use health::{BackendState, Health};
-pub use status::RateStatus;
 use memory::MemoryLimiter;
 use redis::RedisBackend;
+pub use status::RateStatus;
 use window::Limits;
 
 /// The outcome of a check: headers to send, and a rejection if refused.
@@ -56,8 +56,10 @@ pub struct Limiter {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("ratelimit.url: {0}")]
-pub struct LimiterError(String);
+pub enum LimiterError {
+    #[error("rate limits: {0}")]
+    Backend(#[from] redis::BackendError),
+}
 
 impl Limiter {
     pub fn new(
@@ -69,10 +71,11 @@ impl Limiter {
         let rl = &config.ratelimit;
         let redis: Option<Arc<RedisBackend>> = match &rl.backend {
             RateLimitBackend::Memory => None,
-            RateLimitBackend::Redis(url) => Some(Arc::new(
-                RedisBackend::new(url.expose(), rl.breaker_failures)
-                    .map_err(|e| LimiterError(e.to_string()))?,
-            )),
+            RateLimitBackend::Redis(cfg) => Some(Arc::new(RedisBackend::new(
+                cfg,
+                rl.breaker_failures,
+                metrics.ratelimit_master_changes.clone(),
+            )?)),
         };
         let (batched, batch_interval) = match (&redis, rl.mode) {
             (Some(r), crate::config::RateLimitMode::Batched(every)) => {
@@ -105,12 +108,14 @@ impl Limiter {
         self.timeout.max(Duration::from_millis(500))
     }
 
-    /// Checks that Redis answers, if used. A failure is not fatal: the gateway
-    /// starts degraded and the background probe keeps trying.
-    pub async fn connect(&self) {
-        let Some(r) = &self.redis else { return };
+    /// Checks that Redis answers, if used. An unreachable Redis is not fatal:
+    /// the gateway starts degraded and the background probe keeps trying. A
+    /// misconfigured one (a cluster node behind a standalone URL) is.
+    pub async fn connect(&self) -> Result<(), LimiterError> {
+        let Some(r) = &self.redis else { return Ok(()) };
         match r.probe(self.probe_timeout()).await {
-            Ok(()) => tracing::info!("rate limits: redis answers"),
+            Ok(()) => tracing::info!(topology = r.topology(), "rate limits: redis answers"),
+            Err(e @ redis::BackendError::ClusterNode) => return Err(e.into()),
             Err(e) => {
                 tracing::warn!(error = %e, mode = ?self.on_error, "rate limits: redis unavailable at start; degraded until it answers");
                 if r.breaker.trip() {
@@ -118,6 +123,7 @@ impl Limiter {
                 }
             }
         }
+        Ok(())
     }
 
     fn set_degraded(&self, degraded: bool) {

@@ -48,6 +48,19 @@ pub enum StoreError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("TLS to the database failed: {}: {source}", .failure.explain())]
+    Tls {
+        failure: crate::store::postgres::TlsFailure,
+        source: sqlx::Error,
+    },
+    #[error(
+        "store.pooler = \"transaction\": migrations need a direct connection to Postgres (they hold a session lock); set store.listen_url (or KEYGATE_DATABASE_LISTEN_URL) to the database itself"
+    )]
+    NeedsDirectConnection,
+    #[error(
+        "LISTEN receives no notifications (a transaction pooler between keygate and Postgres?); key changes arrive by polling every keys.sync_interval; set store.listen_url to a direct connection"
+    )]
+    DeafListener,
     #[error("stored data is invalid: column {column}: {reason}")]
     Corrupt {
         column: &'static str,

@@ -226,10 +226,12 @@ impl Stores {
 /// creates its file and schema if needed (embedded mode).
 pub async fn open(cfg: &StoreConfig) -> Result<Stores, StoreError> {
     match &cfg.url {
-        StoreUrl::Postgres(url) => Ok(Stores::over(postgres::open(
-            url.expose(),
-            cfg.max_connections,
-        )?)),
+        StoreUrl::Postgres(url) => Ok(Stores::over(postgres::open(postgres::PgSettings {
+            url: url.expose(),
+            max_connections: cfg.max_connections,
+            pooler: cfg.pooler,
+            listen_url: cfg.listen_url.as_ref().map(|u| u.expose()),
+        })?)),
         StoreUrl::Sqlite(path) => Ok(Stores::over(sqlite::open(path).await?)),
     }
 }

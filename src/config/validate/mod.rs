@@ -8,6 +8,7 @@ mod gateway;
 mod keys;
 mod log;
 mod ratelimit;
+mod redis;
 mod route;
 mod store;
 mod upstream;

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use super::Env;
 use super::checker::Checker;
+use super::redis::RedisFields;
 use crate::config::file::{BackendName, ModeName, RateLimitSection};
-use crate::config::{RateLimitBackend, RateLimitConfig, RateLimitMode, Secret, env, redact_url};
+use crate::config::{RateLimitBackend, RateLimitConfig, RateLimitMode, env};
 
 impl Default for RateLimitConfig {
     fn default() -> Self {
@@ -29,10 +30,28 @@ impl RateLimitConfig {
 impl Checker {
     pub(super) fn ratelimit(&mut self, r: RateLimitSection, env: Env<'_>) -> RateLimitConfig {
         let d = RateLimitConfig::default();
-        let url = env(env::REDIS_URL).or(r.url);
+        let redis = RedisFields {
+            url: env(env::REDIS_URL).or(r.url),
+            topology: r.topology,
+            nodes: r.nodes,
+            sentinels: r.sentinels,
+            master_name: r.master_name,
+            tls_ca_file: r.tls_ca_file,
+        };
         let backend = match self.parsed("ratelimit.backend", r.backend) {
-            Some(BackendName::Redis) => self.redis_url(url).unwrap_or(d.backend),
-            Some(BackendName::Memory) | None => d.backend,
+            Some(BackendName::Redis) => self
+                .redis(redis)
+                .map(RateLimitBackend::Redis)
+                .unwrap_or(d.backend),
+            Some(BackendName::Memory) | None => {
+                if redis.any() {
+                    self.problem(
+                        "ratelimit.backend",
+                        "Redis settings are given but backend is not \"redis\"",
+                    );
+                }
+                d.backend
+            }
         };
         let on_backend_error = self
             .parsed("ratelimit.on_backend_error", r.on_backend_error)
@@ -68,28 +87,6 @@ impl Checker {
                 r.breaker_probe_interval,
                 d.breaker_probe_interval,
             ),
-        }
-    }
-
-    fn redis_url(&mut self, url: Option<String>) -> Option<RateLimitBackend> {
-        match url {
-            Some(u) if u.starts_with("redis://") || u.starts_with("rediss://") => {
-                Some(RateLimitBackend::Redis(Secret::new(u)))
-            }
-            Some(u) => {
-                self.problem(
-                    "ratelimit.url",
-                    format!("{:?} must start with redis://", redact_url(&u)),
-                );
-                None
-            }
-            None => {
-                self.problem(
-                    "ratelimit.url",
-                    "required when backend = \"redis\" (or set KEYGATE_REDIS_URL)",
-                );
-                None
-            }
         }
     }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use super::Env;
 use super::checker::Checker;
 use crate::config::file::StoreSection;
-use crate::config::{HashSecretSource, Secret, StoreConfig, StoreUrl, env, redact_url};
+use crate::config::{HashSecretSource, Pooler, Secret, StoreConfig, StoreUrl, env, redact_url};
 
 impl Default for StoreConfig {
     fn default() -> Self {
@@ -14,6 +14,8 @@ impl Default for StoreConfig {
             url: StoreUrl::Sqlite(PathBuf::from("data/keygate.db")),
             hash_secret: HashSecretSource::File(PathBuf::from("data/hash.secret")),
             max_connections: 8,
+            pooler: Pooler::None,
+            listen_url: None,
         }
     }
 }
@@ -30,6 +32,27 @@ impl Checker {
             (None, Some(file)) => HashSecretSource::File(PathBuf::from(file)),
             (None, None) => d.hash_secret,
         };
+        let pooler = self.parsed("store.pooler", s.pooler).unwrap_or(d.pooler);
+        let listen_url = env(env::DATABASE_LISTEN_URL).or(s.listen_url);
+        let postgres = matches!(url, StoreUrl::Postgres(_));
+        if !postgres && (pooler != Pooler::None || listen_url.is_some()) {
+            let path = if listen_url.is_some() {
+                "store.listen_url"
+            } else {
+                "store.pooler"
+            };
+            self.problem(path, "only applies to a postgres:// store");
+        }
+        let listen_url = listen_url.filter(|u| {
+            let ok = u.starts_with("postgres://") || u.starts_with("postgresql://");
+            if !ok {
+                self.problem(
+                    "store.listen_url",
+                    format!("{:?} must start with postgres://", redact_url(u)),
+                );
+            }
+            ok && postgres
+        });
         StoreConfig {
             url,
             hash_secret,
@@ -38,6 +61,8 @@ impl Checker {
                 s.max_connections,
                 d.max_connections,
             ),
+            pooler,
+            listen_url: listen_url.map(Secret::new),
         }
     }
 

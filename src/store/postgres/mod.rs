@@ -1,7 +1,14 @@
 //! The PostgreSQL backend. Key writes serialise on one advisory lock (taken
 //! again by the change trigger), so change numbers commit in order; gateways
 //! are woken by LISTEN/NOTIFY.
+//!
+//! Behind a transaction pooler (`store.pooler = "transaction"`: PgBouncer,
+//! RDS Proxy, Supavisor) every statement is prepared unnamed, no session
+//! state is used, and LISTEN runs on `store.listen_url` (a direct connection)
+//! or not at all: a LISTEN through such a pooler receives nothing.
 
+mod errors;
+mod listen;
 mod session;
 mod usage;
 
@@ -10,62 +17,91 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use uuid::Uuid;
 
+use crate::config::Pooler;
 use crate::store::sql::{Dialect, Fragments, Session, SqlStore, Value};
 use crate::store::{ChangeListener, StoreError};
 use crate::usage::UsageRecord;
+pub use errors::TlsFailure;
+pub(crate) use errors::db_err;
 pub use session::PgSession;
 
 /// The key-write lock; the change trigger takes it too.
 const LOCK: i64 = 7_120_250_001;
-const CHANNEL: &str = "keygate_keys";
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// How to reach Postgres: the URL (with `sslmode`, `sslrootcert`, ...), the
+/// pooler in between, and a direct URL for LISTEN and migrations.
+#[derive(Clone, Copy)]
+pub struct PgSettings<'a> {
+    pub url: &'a str,
+    pub max_connections: u32,
+    pub pooler: Pooler,
+    pub listen_url: Option<&'a str>,
+}
+
+impl<'a> PgSettings<'a> {
+    /// A direct connection with defaults (tests, tools).
+    pub fn direct(url: &'a str, max_connections: u32) -> Self {
+        PgSettings {
+            url,
+            max_connections,
+            pooler: Pooler::None,
+            listen_url: None,
+        }
+    }
+}
+
 pub struct Pg {
     pool: PgPool,
+    pooler: Pooler,
+    /// Where LISTEN (and migrations) connect: `listen_url`, or the pool's URL
+    /// when there is no transaction pooler; `None`: nowhere (poll only).
+    direct: Option<PgPool>,
 }
 
 /// A Postgres store: the shared SQL over [`Pg`].
 pub type PgStore = SqlStore<Pg>;
 
-/// Classifies a driver error: down, schema missing, or anything else.
-pub(crate) fn db_err(e: sqlx::Error) -> StoreError {
-    // SQLSTATE classes: 42P01 undefined table, 42703 undefined column, 42883
-    // undefined function; 57P0x shutdown/crash, 53300 too many connections.
-    let code = match &e {
-        sqlx::Error::Database(d) => d.code().map(|c| c.into_owned()),
-        _ => None,
-    };
-    match (&e, code.as_deref()) {
-        (
-            sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed
-            | sqlx::Error::Tls(_),
-            _,
-        ) => StoreError::Unavailable(e),
-        (_, Some("42P01" | "42703" | "42883")) => StoreError::Schema(e),
-        (_, Some("57P01" | "57P02" | "57P03" | "53300")) => StoreError::Unavailable(e),
-        _ => StoreError::Database(e),
-    }
-}
-
-/// A pool for `url`; connects lazily, so a gateway can start while the
-/// database is down. The URL may hold a password: errors never echo it.
-pub fn open(url: &str, max_connections: u32) -> Result<Pg, StoreError> {
+fn options(url: &str, pooler: Pooler) -> Result<PgConnectOptions, StoreError> {
+    // The URL may hold a password: the error never echoes it.
     let opts = PgConnectOptions::from_str(url)
         .map_err(StoreError::Url)?
         .application_name("keygate");
+    Ok(match pooler {
+        Pooler::None => opts,
+        // PgBouncer refuses unknown startup parameters; keygate reads no floats.
+        Pooler::Transaction => opts.extra_float_digits(None),
+    })
+}
+
+/// A pool for the settings; connects lazily, so a gateway can start while
+/// the database is down.
+pub fn open(s: PgSettings<'_>) -> Result<Pg, StoreError> {
+    let opts = options(s.url, s.pooler)?;
     let pool = PgPoolOptions::new()
-        .max_connections(max_connections)
+        .max_connections(s.max_connections)
         .min_connections(0)
         .acquire_timeout(Duration::from_secs(3))
         .connect_lazy_with(opts);
-    Ok(Pg { pool })
+    let direct = match (s.listen_url, s.pooler) {
+        (Some(url), _) => Some(
+            PgPoolOptions::new()
+                .max_connections(2)
+                .acquire_timeout(Duration::from_secs(3))
+                .connect_lazy_with(options(url, Pooler::None)?),
+        ),
+        (None, Pooler::None) => Some(pool.clone()),
+        (None, Pooler::Transaction) => None,
+    };
+    Ok(Pg {
+        pool,
+        pooler: s.pooler,
+        direct,
+    })
 }
 
 impl Pg {
@@ -73,8 +109,14 @@ impl Pg {
         &self.pool
     }
 
+    /// Named (cached) statements work everywhere but through a transaction pooler.
+    fn persistent(&self) -> bool {
+        self.pooler == Pooler::None
+    }
+
     async fn transaction(&self) -> Result<PgSession, StoreError> {
-        Ok(PgSession::Tx(self.pool.begin().await.map_err(db_err)?))
+        let tx = self.pool.begin().await.map_err(db_err)?;
+        Ok(PgSession::tx(tx, self.persistent()))
     }
 }
 
@@ -93,21 +135,15 @@ impl Dialect for Pg {
 
     async fn write(&self) -> Result<PgSession, StoreError> {
         let mut tx = self.transaction().await?;
-        tx.execute(
-            "SELECT pg_advisory_xact_lock($1)",
-            vec![Value::Int(Some(LOCK))],
-        )
-        .await?;
+        let lock = vec![Value::Int(Some(LOCK))];
+        tx.execute("SELECT pg_advisory_xact_lock($1)", lock).await?;
         Ok(tx)
     }
 
     async fn read(&self) -> Result<PgSession, StoreError> {
         let mut tx = self.transaction().await?;
-        tx.execute(
-            "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY",
-            vec![],
-        )
-        .await?;
+        let iso = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY";
+        tx.execute(iso, vec![]).await?;
         Ok(tx)
     }
 
@@ -116,18 +152,27 @@ impl Dialect for Pg {
     }
 
     async fn conn(&self) -> Result<PgSession, StoreError> {
-        Ok(PgSession::Conn(self.pool.acquire().await.map_err(db_err)?))
+        let conn = self.pool.acquire().await.map_err(db_err)?;
+        Ok(PgSession::pooled(conn, self.persistent()))
     }
 
     async fn listen(&self) -> Result<Option<Box<dyn ChangeListener>>, StoreError> {
-        let mut l = PgListener::connect_with(&self.pool).await.map_err(db_err)?;
-        l.listen(CHANNEL).await.map_err(db_err)?;
-        Ok(Some(Box::new(PgChanges(l))))
+        let Some(direct) = &self.direct else {
+            return Ok(None);
+        };
+        listen::connect(direct, &self.pool, self.persistent()).await
     }
 
+    /// Migrations take a session-level advisory lock: they need a direct
+    /// connection, never a transaction pooler.
     async fn migrate(&self) -> Result<(), StoreError> {
+        let pool = match (self.pooler, &self.direct) {
+            (Pooler::None, _) => &self.pool,
+            (Pooler::Transaction, Some(direct)) => direct,
+            (Pooler::Transaction, None) => return Err(StoreError::NeedsDirectConnection),
+        };
         MIGRATOR
-            .run(&self.pool)
+            .run(pool)
             .await
             .map_err(|e| StoreError::migration(e, db_err))
     }
@@ -142,18 +187,5 @@ impl Dialect for Pg {
         batch: &[UsageRecord],
     ) -> Result<HashSet<Uuid>, StoreError> {
         usage::insert(tx, batch).await
-    }
-}
-
-struct PgChanges(PgListener);
-
-#[async_trait]
-impl ChangeListener for PgChanges {
-    async fn next(&mut self) -> Result<bool, StoreError> {
-        match self.0.try_recv().await {
-            Ok(Some(_)) => Ok(true),
-            Ok(None) => Ok(false),
-            Err(e) => Err(db_err(e)),
-        }
     }
 }

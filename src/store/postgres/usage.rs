@@ -54,6 +54,7 @@ pub(super) async fn insert(
         .bind(col(batch, |r| big(r.bytes_out)))
         .bind(col(batch, |r| r.client_ip.map(|ip| ip.to_string())))
         .bind(col(batch, |r| r.deprecated_key))
+        .persistent(tx.persistent())
         .fetch_all(tx.conn())
         .await
         .map_err(db_err)?;

@@ -6,31 +6,61 @@
 //! [`Value`]: super::Value
 
 /// `sqlx_session!(Name, Database, Connection, Row, Arguments, bind, read_time)`:
-/// a session enum (transaction or pooled connection) implementing `Session`,
+/// a session (a transaction or a pooled connection) implementing `Session`,
 /// and `SqlRow` for the row type. `bind(query, Value) -> query` binds one
-/// value; `read_time(row, column)` reads an optional time.
+/// value; `read_time(row, column)` reads an optional time. A session made
+/// with `persistent = false` prepares every statement unnamed (what a
+/// transaction pooler such as PgBouncer needs).
 macro_rules! sqlx_session {
     ($Session:ident, $Db:ty, $Conn:ty, $Row:ty, $Args:ty, $bind:path, $read_time:path) => {
-        pub enum $Session {
+        pub struct $Session {
+            inner: SessionInner,
+            persistent: bool,
+        }
+
+        enum SessionInner {
             Tx(sqlx::Transaction<'static, $Db>),
             Conn(sqlx::pool::PoolConnection<$Db>),
         }
 
         impl $Session {
-            pub(super) fn conn(&mut self) -> &mut $Conn {
-                match self {
-                    $Session::Tx(t) => t,
-                    $Session::Conn(c) => c,
+            pub(super) fn tx(t: sqlx::Transaction<'static, $Db>, persistent: bool) -> Self {
+                $Session {
+                    inner: SessionInner::Tx(t),
+                    persistent,
                 }
             }
-        }
 
-        fn query(
-            sql: &str,
-            args: Vec<$crate::store::sql::Value>,
-        ) -> sqlx::query::Query<'static, $Db, $Args> {
-            args.into_iter()
-                .fold(sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())), $bind)
+            pub(super) fn pooled(c: sqlx::pool::PoolConnection<$Db>, persistent: bool) -> Self {
+                $Session {
+                    inner: SessionInner::Conn(c),
+                    persistent,
+                }
+            }
+
+            pub(super) fn conn(&mut self) -> &mut $Conn {
+                match &mut self.inner {
+                    SessionInner::Tx(t) => t,
+                    SessionInner::Conn(c) => c,
+                }
+            }
+
+            /// Whether statements may be prepared once and kept (named); for
+            /// statements a backend builds itself (SQLite has no pooler).
+            #[allow(dead_code)]
+            pub(super) fn persistent(&self) -> bool {
+                self.persistent
+            }
+
+            fn query(
+                &self,
+                sql: &str,
+                args: Vec<$crate::store::sql::Value>,
+            ) -> sqlx::query::Query<'static, $Db, $Args> {
+                args.into_iter()
+                    .fold(sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())), $bind)
+                    .persistent(self.persistent)
+            }
         }
 
         #[async_trait::async_trait]
@@ -42,7 +72,7 @@ macro_rules! sqlx_session {
                 sql: &str,
                 args: Vec<$crate::store::sql::Value>,
             ) -> Result<Vec<$Row>, $crate::store::StoreError> {
-                query(sql, args)
+                self.query(sql, args)
                     .fetch_all(self.conn())
                     .await
                     .map_err(db_err)
@@ -53,7 +83,7 @@ macro_rules! sqlx_session {
                 sql: &str,
                 args: Vec<$crate::store::sql::Value>,
             ) -> Result<Option<$Row>, $crate::store::StoreError> {
-                query(sql, args)
+                self.query(sql, args)
                     .fetch_optional(self.conn())
                     .await
                     .map_err(db_err)
@@ -64,7 +94,8 @@ macro_rules! sqlx_session {
                 sql: &str,
                 args: Vec<$crate::store::sql::Value>,
             ) -> Result<u64, $crate::store::StoreError> {
-                let done = query(sql, args)
+                let done = self
+                    .query(sql, args)
                     .execute(self.conn())
                     .await
                     .map_err(db_err)?;
@@ -78,7 +109,7 @@ macro_rules! sqlx_session {
                 each: &mut (dyn FnMut($Row) -> Result<(), $crate::store::StoreError> + Send),
             ) -> Result<(), $crate::store::StoreError> {
                 use futures::TryStreamExt;
-                let q = query(sql, args);
+                let q = self.query(sql, args);
                 let mut rows = q.fetch(self.conn());
                 while let Some(row) = rows.try_next().await.map_err(db_err)? {
                     each(row)?;
@@ -87,9 +118,9 @@ macro_rules! sqlx_session {
             }
 
             async fn commit(self) -> Result<(), $crate::store::StoreError> {
-                match self {
-                    $Session::Tx(t) => t.commit().await.map_err(db_err),
-                    $Session::Conn(_) => Ok(()),
+                match self.inner {
+                    SessionInner::Tx(t) => t.commit().await.map_err(db_err),
+                    SessionInner::Conn(_) => Ok(()),
                 }
             }
         }

@@ -91,9 +91,8 @@ pub async fn open(path: &Path) -> Result<Sqlite, StoreError> {
 
 impl Sqlite {
     async fn begin_with(&self, sql: &'static str) -> Result<SqliteSession, StoreError> {
-        Ok(SqliteSession::Tx(
-            self.pool.begin_with(sql).await.map_err(db_err)?,
-        ))
+        let tx = self.pool.begin_with(sql).await.map_err(db_err)?;
+        Ok(SqliteSession::tx(tx, true))
     }
 }
 
@@ -124,9 +123,8 @@ impl Dialect for Sqlite {
     }
 
     async fn conn(&self) -> Result<SqliteSession, StoreError> {
-        Ok(SqliteSession::Conn(
-            self.pool.acquire().await.map_err(db_err)?,
-        ))
+        let conn = self.pool.acquire().await.map_err(db_err)?;
+        Ok(SqliteSession::pooled(conn, true))
     }
 
     async fn insert_usage(

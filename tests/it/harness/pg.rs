@@ -282,7 +282,8 @@ pub async fn fresh_db_on(admin_url: &str) -> String {
         .map(|(b, _)| b)
         .unwrap_or(admin_url);
     let url = format!("{base}/{name}");
-    let db = keygate::store::postgres::open(&url, 2).expect("open store");
+    let db = keygate::store::postgres::open(keygate::store::postgres::PgSettings::direct(&url, 2))
+        .expect("open store");
     keygate::store::sql::Dialect::migrate(&db)
         .await
         .expect("migrate test database");

@@ -1,19 +1,26 @@
 //! The Redis backend: one `EVALSHA` per request checks and counts every window
 //! atomically. Concurrent requests share one multiplexed connection, so they
 //! are pipelined. Every key of one API key carries the hash tag `{<limit id>}`,
-//! so a request's keys live in one Redis Cluster slot.
+//! so a request's keys live in one Redis Cluster slot. Standalone, cluster and
+//! sentinel topologies differ only in how a connection is opened ([`target`]).
+
+mod target;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::ThreadId;
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
+use prometheus::IntCounter;
+use redis::{ErrorKind, RedisError, ServerErrorKind};
 use uuid::Uuid;
 
 use super::breaker::Breaker;
 use super::decision::{Check, Counts, Scope, Span};
 use super::window::Window;
+use crate::config::RedisConfig;
+pub use target::TargetError as BackendError;
+use target::{Conn, Target};
 
 /// KEYS: per check, its current and previous bucket.
 /// ARGV: per check, limit, bucket length (ms), elapsed in bucket (ms), sliding (1/0), TTL (ms).
@@ -46,8 +53,11 @@ return out
 const MONTH_TTL_MARGIN_MS: u64 = 86_400_000;
 
 pub struct RedisBackend {
-    client: redis::Client,
+    target: Target,
     script: redis::Script,
+    /// The master a sentinel named last, and a count of changes.
+    master: parking_lot::Mutex<Option<String>>,
+    master_changes: IntCounter,
     pub(super) breaker: Breaker,
     /// Bumped when Redis comes back after an outage: threads reconnect.
     generation: AtomicU64,
@@ -58,7 +68,7 @@ pub struct RedisBackend {
 
 struct Slot {
     generation: u64,
-    conn: tokio::sync::OnceCell<MultiplexedConnection>,
+    conn: tokio::sync::OnceCell<Conn>,
 }
 
 /// The Redis key of one bucket: `<prefix><scope>:<window>:<bucket>`, the prefix
@@ -117,43 +127,69 @@ pub fn key_prefix(id: Uuid) -> String {
 }
 
 impl RedisBackend {
-    /// Parses the URL; does not connect.
-    pub fn new(url: &str, breaker_failures: u32) -> Result<RedisBackend, redis::RedisError> {
+    /// Reads the configuration (and CA file); does not connect.
+    pub fn new(
+        cfg: &RedisConfig,
+        breaker_failures: u32,
+        master_changes: IntCounter,
+    ) -> Result<RedisBackend, BackendError> {
         Ok(RedisBackend {
-            client: redis::Client::open(url)?,
+            target: Target::new(cfg)?,
             script: redis::Script::new(SCRIPT),
+            master: parking_lot::Mutex::new(None),
+            master_changes,
             breaker: Breaker::new(breaker_failures),
             generation: AtomicU64::new(0),
             conns: papaya::HashMap::new(),
         })
     }
 
-    async fn open(&self, timeout: Duration) -> Result<MultiplexedConnection, redis::RedisError> {
-        let cfg = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout));
-        let mut conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&cfg)
-            .await?;
+    pub fn topology(&self) -> &'static str {
+        self.target.topology()
+    }
+
+    async fn open(&self, timeout: Duration) -> Result<Conn, BackendError> {
+        let opened = self.target.open(timeout).await?;
+        let mut conn = opened.conn;
         redis::cmd("PING").query_async::<String>(&mut conn).await?;
         self.script.load_async(&mut conn).await?;
-        // Requests bound their own waits; the connection must not time out a
-        // pipelined response that is merely behind others.
-        conn.set_response_timeout(Duration::from_secs(3600));
+        if let Conn::Single(c) = &mut conn {
+            // Requests bound their own waits; the connection must not time out
+            // a pipelined response that is merely behind others.
+            c.set_response_timeout(Duration::from_secs(3600));
+        }
+        if let Some(master) = opened.master {
+            self.saw_master(master);
+        }
         Ok(conn)
+    }
+
+    /// Notes the master a sentinel named; a different one than before is a failover.
+    fn saw_master(&self, master: String) {
+        let mut last = self.master.lock();
+        match last.as_deref() {
+            Some(old) if old != master => {
+                tracing::warn!(from = old, to = %master, "rate limits: the sentinels name a new Redis master (failover)");
+                self.master_changes.inc();
+            }
+            None => {
+                tracing::info!(master = %master, "rate limits: the sentinels name the Redis master")
+            }
+            _ => {}
+        }
+        *last = Some(master);
     }
 
     /// Checks that Redis answers on a fresh connection (start-up and breaker
     /// probes); on success, threads open new connections on their next call.
-    pub async fn probe(&self, timeout: Duration) -> Result<(), redis::RedisError> {
+    pub async fn probe(&self, timeout: Duration) -> Result<(), BackendError> {
         self.open(timeout).await?;
         self.generation.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
 
     /// This thread's connection, opened on first use.
-    async fn conn(&self, timeout: Duration) -> Result<MultiplexedConnection, redis::RedisError> {
+    async fn conn(&self, timeout: Duration) -> Result<Conn, BackendError> {
         let generation = self.generation.load(Ordering::Acquire);
         let tid = std::thread::current().id();
         let slot = {
@@ -176,14 +212,29 @@ impl RedisBackend {
             .cloned()
     }
 
+    /// After an error that means this connection is no good (dropped, or
+    /// talking to a replica after a failover), this thread reconnects on its
+    /// next call, which for sentinel means asking the sentinels again.
+    fn failed_with(&self, e: RedisError) -> BackendError {
+        let stale = e.is_connection_dropped()
+            || e.is_io_error()
+            || e.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly);
+        if stale {
+            self.conns.pin().remove(&std::thread::current().id());
+        }
+        BackendError::Redis(e)
+    }
+
     /// Runs a script invocation on this thread's connection.
     pub async fn invoke(
         &self,
         inv: &redis::ScriptInvocation<'_>,
         timeout: Duration,
-    ) -> Result<Vec<i64>, redis::RedisError> {
+    ) -> Result<Vec<i64>, BackendError> {
         let mut conn = self.conn(timeout).await?;
-        inv.invoke_async(&mut conn).await
+        inv.invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.failed_with(e))
     }
 
     /// Runs the script; returns whether the request was admitted and counted,
@@ -195,8 +246,7 @@ impl RedisBackend {
         spans: &[Span],
         route_name: &str,
         timeout: Duration,
-    ) -> Result<(bool, Vec<Counts>), redis::RedisError> {
-        let mut conn = self.conn(timeout).await?;
+    ) -> Result<(bool, Vec<Counts>), BackendError> {
         let mut inv = self.script.prepare_invoke();
         for (c, s) in checks.iter().zip(spans) {
             for k in bucket_pair(prefix, c.scope, route_name, c.window, s.bucket.index) {
@@ -209,12 +259,12 @@ impl RedisBackend {
                 .arg(u8::from(s.sliding))
                 .arg(ttl);
         }
-        let out: Vec<i64> = inv.invoke_async(&mut conn).await?;
+        let out = self.invoke(&inv, timeout).await?;
         if out.len() != 1 + 2 * checks.len() {
-            return Err(redis::RedisError::from((
-                redis::ErrorKind::Parse,
+            return Err(BackendError::Redis(RedisError::from((
+                ErrorKind::Parse,
                 "unexpected rate-limit script reply",
-            )));
+            ))));
         }
         let counts = out[1..]
             .chunks(2)
