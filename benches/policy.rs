@@ -56,7 +56,15 @@ fn row(owner: &str, hash: keygate::auth::hash::KeyHash) -> KeyRow {
     }
 }
 
-fn policy_benches(c: &mut Criterion) {
+/// A table of [`TABLE_KEYS`] keys and one valid key in it.
+struct Fixture {
+    cfg: Config,
+    hasher: KeyHasher,
+    table: Arc<KeyTable>,
+    valid: key::PlaintextKey,
+}
+
+fn fixture() -> Fixture {
     let cfg = config(1);
     let hasher = KeyHasher::new(&[b'b'; 32]).expect("secret");
     let table = Arc::new(KeyTable::default());
@@ -73,6 +81,22 @@ fn policy_benches(c: &mut Criterion) {
     }
     table.mark_synced(0);
     let valid = valid.expect("a key");
+    Fixture {
+        cfg,
+        hasher,
+        table,
+        valid,
+    }
+}
+
+/// The full auth decision for a valid, a garbage and an unknown well-formed key.
+fn bench_auth_decision(c: &mut Criterion) {
+    let Fixture {
+        cfg,
+        hasher,
+        table,
+        valid,
+    } = fixture();
     let garbage = format!("kg_{}", "Q".repeat(38));
     let unknown = key::generate("kg").expect("key");
     let metrics = Arc::new(keygate::metrics::Metrics::new(&[]).expect("metrics"));
@@ -117,7 +141,16 @@ fn policy_benches(c: &mut Criterion) {
     run("auth_decision/valid_key", &req_valid, true);
     run("auth_decision/garbage_key", &req_garbage, false);
     run("auth_decision/unknown_wellformed_key", &req_unknown, false);
+}
 
+/// Key parsing, HMAC and the table lookup.
+fn bench_key(c: &mut Criterion) {
+    let Fixture {
+        hasher,
+        table,
+        valid,
+        ..
+    } = fixture();
     c.bench_function("key/parse_and_checksum", |b| {
         b.iter(|| key::parse(black_box(valid.expose())).is_ok())
     });
@@ -128,7 +161,9 @@ fn policy_benches(c: &mut Criterion) {
     c.bench_function("key/table_lookup_100k", |b| {
         b.iter(|| table.get(black_box(&h)).is_some())
     });
+}
 
+fn bench_scope(c: &mut Criterion) {
     let held = vec![
         "users:read".to_string(),
         "billing:*".to_string(),
@@ -138,7 +173,11 @@ fn policy_benches(c: &mut Criterion) {
     c.bench_function("scope/wildcard_match", |b| {
         b.iter(|| scope::first_missing(black_box(&held), black_box(&required)).is_none())
     });
+}
 
+fn bench_cidr(c: &mut Criterion) {
+    let mut interner = Interner::new(EntryContext::new(&config(1)));
+    let ip: IpAddr = "10.1.2.3".parse().expect("ip");
     let entry = interner.entry(row("o", keygate::auth::hash::KeyHash([9; 32])));
     let v6: IpAddr = "2001:db8::1".parse().expect("ip");
     c.bench_function("cidr/v4_match", |b| {
@@ -147,7 +186,9 @@ fn policy_benches(c: &mut Criterion) {
     c.bench_function("cidr/v6_miss", |b| {
         b.iter(|| entry.ip_allowed(black_box(v6)))
     });
+}
 
+fn bench_ratelimit(c: &mut Criterion) {
     // The local (memory / fallback) rate-limit decision for a key with four windows.
     let limiter = keygate::ratelimit::memory::MemoryLimiter::default();
     let limits = Limits {
@@ -172,7 +213,9 @@ fn policy_benches(c: &mut Criterion) {
             black_box(limiter.check(id, black_box(&checks), &spans).allowed)
         })
     });
+}
 
+fn bench_route(c: &mut Criterion) {
     let many = config(100);
     let router = Router::new(&many.routes);
     c.bench_function("route/match_100_routes", |b| {
@@ -186,5 +229,13 @@ fn policy_benches(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, policy_benches);
+criterion_group!(
+    benches,
+    bench_auth_decision,
+    bench_key,
+    bench_scope,
+    bench_cidr,
+    bench_ratelimit,
+    bench_route
+);
 criterion_main!(benches);

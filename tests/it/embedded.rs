@@ -2,7 +2,7 @@
 //! an empty directory.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::harness::binary::{self, Process};
@@ -35,14 +35,9 @@ fn shipped_config(dir: &Path, upstream: std::net::SocketAddr) {
     std::fs::write(dir.join("config/keygate.toml"), text).expect("write config");
 }
 
-#[tokio::test]
-async fn the_shipped_config_runs_from_an_empty_directory() {
-    let up = Upstream::start("api").await;
-    let dir = tempfile::tempdir().expect("tmp");
-    shipped_config(dir.path(), up.addr);
-    let config = Path::new("config/keygate.toml");
-
-    let mut p = Process::serve(dir.path(), config, &[]);
+/// The first start creates the database and a private hash secret, and says so.
+fn first_start(dir: &tempfile::TempDir, config: &Path) -> (Process, PathBuf) {
+    let p = Process::serve(dir.path(), config, &[]);
     let secret_file = dir.path().join("data/hash.secret");
     assert!(
         dir.path().join("data/keygate.db").exists(),
@@ -60,8 +55,16 @@ async fn the_shipped_config_runs_from_an_empty_directory() {
             .any(|l| l.contains("created a new hash secret")),
         "said so in the log"
     );
+    (p, secret_file)
+}
 
-    // A key created by the CLI while the gateway runs is accepted within ~1 s.
+/// A key created by the CLI while the gateway runs is accepted within ~1 s;
+/// returns its secret.
+async fn a_cli_key_is_accepted(
+    dir: &tempfile::TempDir,
+    p: &Process,
+    client: &reqwest::Client,
+) -> String {
     let d = dir.path().to_owned();
     let (code, out, err) = tokio::task::spawn_blocking(move || {
         binary::run_in(
@@ -78,7 +81,6 @@ async fn the_shipped_config_runs_from_an_empty_directory() {
     let created = Instant::now();
     let v: serde_json::Value = serde_json::from_str(&out).expect("json");
     let key = v["secret"].as_str().expect("secret").to_string();
-    let client = reqwest::Client::new();
     let url = format!("http://{}/anything", p.proxy);
     let call = || async {
         client
@@ -112,8 +114,18 @@ async fn the_shipped_config_runs_from_an_empty_directory() {
         401,
         "required route without a key"
     );
+    key
+}
 
-    // A restart keeps the key valid: the same secret file, nothing re-created.
+/// A restart keeps the key valid: the same secret file, nothing re-created.
+async fn a_restart_keeps_the_key(
+    mut p: Process,
+    dir: &tempfile::TempDir,
+    config: &Path,
+    secret_file: PathBuf,
+    client: &reqwest::Client,
+    key: String,
+) {
     p.signal(libc::SIGTERM);
     let p = tokio::task::spawn_blocking(move || {
         let (status, _) = p.wait(Duration::from_secs(10)).expect("exited");
@@ -140,4 +152,16 @@ async fn the_shipped_config_runs_from_an_empty_directory() {
         .expect("send")
         .status();
     assert_eq!(status, 200, "the key is still valid after a restart");
+}
+
+#[tokio::test]
+async fn the_shipped_config_runs_from_an_empty_directory() {
+    let up = Upstream::start("api").await;
+    let dir = tempfile::tempdir().expect("tmp");
+    shipped_config(dir.path(), up.addr);
+    let config = Path::new("config/keygate.toml");
+    let (p, secret_file) = first_start(&dir, config);
+    let client = reqwest::Client::new();
+    let key = a_cli_key_is_accepted(&dir, &p, &client).await;
+    a_restart_keeps_the_key(p, &dir, config, secret_file, &client, key).await;
 }

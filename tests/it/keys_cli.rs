@@ -67,8 +67,8 @@ async fn migrate_is_idempotent(kind: StoreKind) {
     }
 }
 
-async fn key_lifecycle_through_the_cli(kind: StoreKind) {
-    let cli = Cli::new(kind).await;
+/// Creates the key with every option; returns its id and secret.
+async fn create(cli: &Cli) -> (String, String) {
     let created = cli
         .json(&[
             "keys",
@@ -123,7 +123,11 @@ async fn key_lifecycle_through_the_cli(kind: StoreKind) {
         !key.to_string().contains(secret),
         "the key object never carries the secret"
     );
+    (id, secret.to_string())
+}
 
+async fn show(cli: &Cli, id: &str, secret: &str) {
+    let id = id.to_string();
     let shown = cli.json(&["keys", "show", &id, "--json"]).await;
     assert_eq!(shown["id"], id.as_str());
     assert!(!shown.to_string().contains(secret));
@@ -133,12 +137,15 @@ async fn key_lifecycle_through_the_cli(kind: StoreKind) {
         human.contains("acme_live_…") && human.contains("orders:read"),
         "{human}"
     );
+}
 
+/// Only the given fields change.
+async fn update(cli: &Cli, id: &str) {
     let updated = cli
         .json(&[
             "keys",
             "update",
-            &id,
+            id,
             "--scope",
             "users:read",
             "--disable",
@@ -154,7 +161,9 @@ async fn key_lifecycle_through_the_cli(kind: StoreKind) {
         updated["rate_limits"]["minute"], 100,
         "untouched fields stay"
     );
+}
 
+async fn list_by_status(cli: &Cli) {
     let listed = cli
         .json(&[
             "keys", "list", "--owner", "acme", "--status", "disabled", "--json",
@@ -167,17 +176,22 @@ async fn key_lifecycle_through_the_cli(kind: StoreKind) {
         ])
         .await;
     assert_eq!(none["keys"].as_array().map(Vec::len), Some(0));
+}
 
+async fn rotate(cli: &Cli, id: &str, secret: &str) {
     let rotated = cli
-        .json(&["keys", "rotate", &id, "--grace", "1h", "--json"])
+        .json(&["keys", "rotate", id, "--grace", "1h", "--json"])
         .await;
     let new_secret = rotated["secret"].as_str().expect("secret");
     assert_ne!(new_secret, secret);
     assert_eq!(rotated["previous"]["rotated_to"], rotated["key"]["id"]);
     assert!(rotated["previous"]["expires_at"].is_string());
+}
 
+/// Revoked with a reason; the list still holds both keys of the rotation.
+async fn revoke(cli: &Cli, id: &str) {
     let revoked = cli
-        .json(&["keys", "revoke", &id, "--reason", "rotated away", "--json"])
+        .json(&["keys", "revoke", id, "--reason", "rotated away", "--json"])
         .await;
     assert_eq!(revoked["status"], "revoked");
     assert_eq!(revoked["revoked_reason"], "rotated away");
@@ -185,7 +199,11 @@ async fn key_lifecycle_through_the_cli(kind: StoreKind) {
     let (code, out, _) = cli.run(&["keys", "list"]).await;
     assert_eq!(code, 0);
     assert!(out.contains("2 key(s)"), "{out}");
+}
 
+/// A deleted key is gone; the audit chain holds every change.
+async fn delete_then_verify_the_audit(cli: &Cli, id: &str) {
+    let id = id.to_string();
     let deleted = cli.json(&["keys", "delete", &id, "--json"]).await;
     assert_eq!(deleted["deleted"], id.as_str());
     let (code, _, err) = cli.run(&["keys", "show", &id]).await;
@@ -195,6 +213,17 @@ async fn key_lifecycle_through_the_cli(kind: StoreKind) {
     let (code, out, err) = cli.run(&["audit", "verify"]).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("audit chain OK: 6 record(s)"), "{out}");
+}
+
+async fn key_lifecycle_through_the_cli(kind: StoreKind) {
+    let cli = Cli::new(kind).await;
+    let (id, secret) = create(&cli).await;
+    show(&cli, &id, &secret).await;
+    update(&cli, &id).await;
+    list_by_status(&cli).await;
+    rotate(&cli, &id, &secret).await;
+    revoke(&cli, &id).await;
+    delete_then_verify_the_audit(&cli, &id).await;
 }
 
 async fn bad_input_exits_2_with_a_clear_message(kind: StoreKind) {

@@ -81,10 +81,22 @@ async fn rotation_tells_the_client_and_marks_usage(kind: StoreKind) {
     gw.stop().await;
 }
 
-async fn verify_gives_the_proxys_decision_for_every_code(kind: StoreKind) {
-    let up = Upstream::start("a").await;
-    let (_cfg, gw) = setup(&up, kind).await;
-    let a = admin(&gw);
+/// Secrets for a key per verify code (and `unknown`, never created).
+struct Keys {
+    valid: String,
+    disabled: String,
+    revoked: String,
+    unscoped: String,
+    other_route: String,
+    wrong_ip: String,
+    limited: String,
+    unknown: String,
+}
+
+/// Creates a key per code, revoking one last; returns them once the gateway
+/// shows the revocation.
+async fn create_keys(a: &Admin<'_>) -> Keys {
+    let gw = a.gw;
     let mk = |body: Value| {
         let a = &a;
         async move {
@@ -136,7 +148,31 @@ async fn verify_gives_the_proxys_decision_for_every_code(kind: StoreKind) {
     })
     .await;
     assert!(ready.is_some());
+    Keys {
+        valid,
+        disabled,
+        revoked,
+        unscoped,
+        other_route,
+        wrong_ip,
+        limited,
+        unknown,
+    }
+}
 
+/// Verify and the proxy give the same code for every key.
+async fn verify_matches_the_proxy(a: &Admin<'_>, keys: &Keys) {
+    let gw = a.gw;
+    let Keys {
+        valid,
+        disabled,
+        revoked,
+        unscoped,
+        other_route,
+        wrong_ip,
+        limited,
+        unknown,
+    } = keys;
     for (key, want) in [
         (valid.as_str(), "ok"),
         (disabled.as_str(), "disabled_key"),
@@ -180,6 +216,13 @@ async fn verify_gives_the_proxys_decision_for_every_code(kind: StoreKind) {
         };
         assert_eq!(proxy_code, expected_proxy, "proxy parity for {want}");
     }
+}
+
+/// Verify's details, its optional fields, and bad input.
+async fn verify_details_and_bad_input(a: &Admin<'_>, keys: &Keys) {
+    let Keys {
+        valid, wrong_ip, ..
+    } = keys;
     let (_, v) = a
         .post(
             "/v1/verify",
@@ -213,6 +256,15 @@ async fn verify_gives_the_proxys_decision_for_every_code(kind: StoreKind) {
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     let (s, _) = a.post("/v1/verify", json!({"route": "orders"})).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+async fn verify_gives_the_proxys_decision_for_every_code(kind: StoreKind) {
+    let up = Upstream::start("a").await;
+    let (_cfg, gw) = setup(&up, kind).await;
+    let a = admin(&gw);
+    let keys = create_keys(&a).await;
+    verify_matches_the_proxy(&a, &keys).await;
+    verify_details_and_bad_input(&a, &keys).await;
     gw.stop().await;
 }
 

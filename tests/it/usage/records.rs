@@ -1,0 +1,183 @@
+//! One row per request, in request order, with the right fields; key use
+//! counts and rollups; replaying records adds nothing.
+
+use std::time::Duration;
+
+use keygate::service::{CreatedKey, KeyService};
+use keygate::store::{UsageQuery, UsageStore};
+use keygate::usage::UsageRecord;
+
+use super::spec;
+use crate::harness::{StoreKind, TestConfig, TestGateway, Upstream, both_stores, eventually};
+
+/// Every usage row in the store (up to 1000).
+async fn all_rows(store: &dyn UsageStore) -> Vec<UsageRecord> {
+    store
+        .usage_events(&UsageQuery {
+            limit: 1000,
+            ..UsageQuery::default()
+        })
+        .await
+        .expect("usage")
+}
+
+/// Sends the plan's requests in order; returns each response's request id and status.
+async fn send_the_plan(gw: &TestGateway, a: &CreatedKey, b: &CreatedKey) -> Vec<(String, u16)> {
+    let mut sent: Vec<(String, u16)> = Vec::new();
+    let plan: Vec<(&str, Option<&str>)> = [
+        vec![("/api/x", Some(a.secret.expose())); 5],
+        vec![("/api/x", None); 3],
+        vec![("/api/x", Some("kg_not_a_key")); 2],
+        vec![("/api/x", Some(b.secret.expose())); 2],
+        vec![("/nowhere", None); 3],
+        vec![("/pub/y", None); 1],
+    ]
+    .concat();
+    for (i, (path, key)) in plan.iter().enumerate() {
+        let mut req = gw
+            .client
+            .post(gw.url(path))
+            .header("x-request-id", format!("usage-{i}"))
+            .body("hello");
+        if let Some(k) = key {
+            req = req.header("x-api-key", *k);
+        }
+        let resp = req.send().await.expect("send");
+        sent.push((
+            resp.headers()["x-request-id"]
+                .to_str()
+                .expect("rid")
+                .to_string(),
+            resp.status().as_u16(),
+        ));
+    }
+    sent
+}
+
+/// Waits for a row per request and checks every row's fields; returns the rows.
+async fn one_row_per_request(
+    gw: &TestGateway,
+    store: &dyn UsageStore,
+    sent: &[(String, u16)],
+    a: &CreatedKey,
+    b: &CreatedKey,
+) -> Vec<UsageRecord> {
+    let n = sent.len();
+    let all = || all_rows(store);
+    let _ = eventually(Duration::from_secs(10), || async { all().await.len() >= n }).await;
+    let rows = all().await;
+    assert_eq!(rows.len(), n, "exactly one row per request");
+    assert!(
+        gw.metric_reaches("keygate_usage_events_total{result=\"written\"}", n as f64)
+            .await
+    );
+
+    let ids: Vec<String> = rows.iter().map(|r| r.request_id.clone()).collect();
+    assert_eq!(
+        ids,
+        sent.iter().map(|s| s.0.clone()).collect::<Vec<_>>(),
+        "rows in request order, ids match"
+    );
+    let outcomes: Vec<&str> = rows.iter().map(|r| r.outcome.as_str()).collect();
+    let want: Vec<&str> = [
+        vec!["ok"; 5],
+        vec!["missing_key"; 3],
+        vec!["invalid_key"; 2],
+        vec!["insufficient_scope"; 2],
+        vec!["route_not_found"; 3],
+        vec!["ok"],
+    ]
+    .concat();
+    assert_eq!(outcomes, want);
+    for (r, (_, status)) in rows.iter().zip(sent) {
+        assert_eq!(r.status, *status);
+        assert_eq!(r.method, "POST");
+        assert_eq!(r.client_ip, Some("127.0.0.1".parse().expect("ip")));
+        assert!(r.latency_us > 0);
+        assert!(r.bytes_out > 0);
+    }
+    let first = &rows[0];
+    assert_eq!(first.key_id, Some(a.key.id));
+    assert_eq!(first.owner_id.as_deref(), Some("acme"));
+    assert_eq!(first.route.as_deref(), Some("api"));
+    assert_eq!(first.bytes_in, 5);
+    assert!(first.upstream_latency_us.is_some());
+    assert_eq!(rows[5].key_id, None, "no key, no key id");
+    assert_eq!(rows[10].key_id, Some(b.key.id), "refused keys are named");
+    assert_eq!(rows[12].route, None);
+    assert!(
+        !format!("{rows:?}").contains(a.secret.expose()),
+        "records never hold the key"
+    );
+    rows
+}
+
+/// The keys' use counts and the hourly rollups.
+async fn use_counts_and_rollups(
+    svc: &KeyService,
+    store: &dyn UsageStore,
+    a: &CreatedKey,
+    b: &CreatedKey,
+) {
+    let a_key = svc.get(a.key.id).await.expect("key");
+    assert_eq!(a_key.use_count, 5);
+    assert!(a_key.last_used_at.is_some());
+    assert_eq!(svc.get(b.key.id).await.expect("key").use_count, 2);
+    let now = chrono::Utc::now();
+    let buckets = store
+        .usage_buckets(
+            a.key.id,
+            now - chrono::Duration::hours(2),
+            now + chrono::Duration::hours(1),
+            keygate::store::Granularity::Hour,
+        )
+        .await
+        .expect("buckets");
+    assert_eq!(
+        buckets.iter().map(|b| b.requests).sum::<i64>(),
+        5,
+        "rollups add up"
+    );
+}
+
+/// Replaying the same records adds nothing.
+async fn replay_adds_nothing(
+    svc: &KeyService,
+    store: &dyn UsageStore,
+    rows: &[UsageRecord],
+    n: usize,
+    a: &CreatedKey,
+) {
+    let all = || all_rows(store);
+    store.write_usage(rows).await.expect("replay");
+    assert_eq!(all().await.len(), n);
+    assert_eq!(svc.get(a.key.id).await.expect("key").use_count, 5);
+}
+
+async fn n_requests_give_n_rows_with_the_right_fields(kind: StoreKind) {
+    let up = Upstream::start("a").await;
+    let cfg = TestConfig::new(kind)
+        .await
+        .upstream("a", &[up.addr], |_| {})
+        .route("api", "/api", "a", |r| r.scopes = vec!["api:read".into()])
+        .route("pub", "/pub", "a", TestConfig::public);
+    let svc = cfg.keys().await;
+    let a = svc
+        .create(spec("acme", &["api:read"]), &"t".into())
+        .await
+        .expect("create");
+    let b = svc
+        .create(spec("other", &["nothing:here"]), &"t".into())
+        .await
+        .expect("create");
+    let gw = cfg.start().await;
+    let store = cfg.store().await;
+
+    let sent = send_the_plan(&gw, &a, &b).await;
+    let rows = one_row_per_request(&gw, store.as_ref(), &sent, &a, &b).await;
+    use_counts_and_rollups(&svc, store.as_ref(), &a, &b).await;
+    replay_adds_nothing(&svc, store.as_ref(), &rows, sent.len(), &a).await;
+    gw.stop().await;
+}
+
+both_stores!(n_requests_give_n_rows_with_the_right_fields,);
