@@ -68,7 +68,7 @@ fn fixture() -> Fixture {
     let cfg = config(1);
     let hasher = KeyHasher::new(&[b'b'; 32]).expect("secret");
     let table = Arc::new(KeyTable::default());
-    let mut interner = Interner::new(EntryContext::new(&cfg));
+    let mut interner = Interner::new(EntryContext::new(&cfg, Default::default()));
     let mut valid = None;
     for i in 0..TABLE_KEYS {
         let k = key::generate("kg").expect("key");
@@ -99,7 +99,7 @@ fn bench_auth_decision(c: &mut Criterion) {
     } = fixture();
     let garbage = format!("kg_{}", "Q".repeat(38));
     let unknown = key::generate("kg").expect("key");
-    let metrics = Arc::new(keygate::metrics::Metrics::new(&[]).expect("metrics"));
+    let metrics = Arc::new(keygate::metrics::Metrics::new().expect("metrics"));
     let health = Arc::new(keygate::ratelimit::Health::new(
         cfg.ratelimit.on_backend_error,
     ));
@@ -132,7 +132,8 @@ fn bench_auth_decision(c: &mut Criterion) {
             .get("x-api-key")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        gate.check_key(key, Some(0), &scopes, Some(ip)).is_ok()
+        gate.check_key(key, Some(keygate::routes::RouteId(0)), &scopes, Some(ip))
+            .is_ok()
     };
     let mut run = |name: &str, req: &RequestHeader, want_ok: bool| {
         assert_eq!(decide(req), want_ok, "{name}");
@@ -176,7 +177,7 @@ fn bench_scope(c: &mut Criterion) {
 }
 
 fn bench_cidr(c: &mut Criterion) {
-    let mut interner = Interner::new(EntryContext::new(&config(1)));
+    let mut interner = Interner::new(EntryContext::new(&config(1), Default::default()));
     let ip: IpAddr = "10.1.2.3".parse().expect("ip");
     let entry = interner.entry(row("o", keygate::auth::hash::KeyHash([9; 32])));
     let v6: IpAddr = "2001:db8::1".parse().expect("ip");
@@ -198,7 +199,11 @@ fn bench_ratelimit(c: &mut Criterion) {
         day: Some(1 << 40),
         month: None,
     };
-    let checks = keygate::ratelimit::decision::plan(&limits, 0, &Limits::default());
+    let checks = keygate::ratelimit::decision::plan(
+        &limits,
+        keygate::routes::RouteId(0),
+        &Limits::default(),
+    );
     let id = Uuid::now_v7();
     c.bench_function("ratelimit/local_decision_4_windows", |b| {
         // A clock that moves within one second, as consecutive requests see it.

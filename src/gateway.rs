@@ -20,13 +20,15 @@ use crate::keys::KeyTable;
 use crate::keys::sync::KeySync;
 use crate::metrics::Metrics;
 use crate::proxy::policy::Gate;
-use crate::proxy::upstream::UpstreamPool;
+use crate::proxy::routing::Routing;
 use crate::proxy::{Proxy, ProxyState, listener};
 use crate::ratelimit::{Health as RateLimitHealth, Limiter};
+use crate::routes::RouteIds;
 use crate::secrets;
 use crate::service::Services;
 use crate::store::{self, StoreError, Stores};
 use crate::usage::writer::UsageWriter;
+use arc_swap::ArcSwap;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -92,12 +94,8 @@ impl Gateway {
         // rustls for Redis (and the TLS listener) uses the process-wide provider: ring.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let config = Arc::new(config);
-        let route_names: Vec<Arc<str>> = config
-            .routes
-            .iter()
-            .map(|r| Arc::from(r.name.as_str()))
-            .collect();
-        let metrics = Arc::new(Metrics::new(&route_names)?);
+        let metrics = Arc::new(Metrics::new()?);
+        let route_ids = Arc::new(RouteIds::default());
         let secret = secrets::load_hash_secret(&config.store)?;
         let hasher =
             KeyHasher::new(secret.expose().as_bytes()).map_err(secrets::SecretLoadError::from)?;
@@ -108,7 +106,7 @@ impl Gateway {
             ratelimit: Arc::new(RateLimitHealth::new(config.ratelimit.on_backend_error)),
             sync: Arc::default(),
         };
-        let sync = first_load(&config, &stores, &readiness, &opts).await?;
+        let sync = first_load(&config, &stores, &readiness, &opts, &route_ids).await?;
         let limiter = Arc::new(Limiter::new(
             &config,
             metrics.clone(),
@@ -119,11 +117,7 @@ impl Gateway {
         let (usage, usage_writer) = usage_pipeline(&config, &stores, &metrics)?;
         let state = Arc::new(ProxyState {
             gate: Gate::new(&config, hasher.clone(), keys, limiter, opts.clock.clone()),
-            upstreams: config
-                .upstreams
-                .iter()
-                .map(UpstreamPool::new)
-                .collect::<Result<Vec<_>, _>>()?,
+            routing: ArcSwap::from_pointee(Routing::build(&config, &route_ids, &metrics)?),
             metrics,
             usage,
             clock: opts.clock.clone(),
@@ -252,6 +246,7 @@ async fn first_load(
     stores: &Stores,
     readiness: &Readiness,
     opts: &BuildOptions,
+    route_ids: &Arc<RouteIds>,
 ) -> Result<KeySync, GatewayError> {
     let feed = &stores.feed;
     // A store without push notifications is polled often enough to be ~1 s behind.
@@ -261,7 +256,7 @@ async fn first_load(
     let mut sync = KeySync::new(
         feed.clone(),
         readiness.keys.clone(),
-        EntryContext::new(config),
+        EntryContext::new(config, route_ids.clone()),
         opts.clock.clone(),
         interval,
         readiness.sync.clone(),

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod outcome;
 pub mod proxy;
 pub mod ratelimit;
+pub mod routes;
 pub mod secrets;
 pub mod service;
 pub mod store;

@@ -2,8 +2,6 @@
 //! names come from the config, outcomes from [`Outcome`], results from a fixed set.
 //! Per-request handles are resolved once at start, so recording is a few atomics.
 
-use std::sync::Arc;
-
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, TextEncoder,
@@ -52,15 +50,19 @@ impl UsageResult {
     }
 }
 
-struct RouteMetrics {
+/// One route's request counters (per outcome) and latency histogram,
+/// resolved once per configuration so recording is a few atomics.
+pub struct RouteMetrics {
     by_outcome: Vec<IntCounter>,
     duration: Histogram,
 }
 
 pub struct Metrics {
     registry: Registry,
-    /// Index `i` is route `i`; the last entry is [`NO_ROUTE`].
-    routes: Vec<RouteMetrics>,
+    requests: IntCounterVec,
+    durations: prometheus::HistogramVec,
+    /// Requests that matched no route.
+    no_route: RouteMetrics,
     pub auth_duration: Histogram,
     pub keys_loaded: IntGauge,
     pub key_sync_age: Gauge,
@@ -85,47 +87,44 @@ fn reg<C: prometheus::core::Collector + Clone + 'static>(
     Ok(c)
 }
 
-/// Per route (and [`NO_ROUTE`]): a request counter per outcome and a latency histogram.
 fn route_metrics(
-    r: &Registry,
-    route_names: &[Arc<str>],
-) -> Result<Vec<RouteMetrics>, prometheus::Error> {
-    let requests = reg(
-        r,
-        IntCounterVec::new(
-            Opts::new("keygate_requests_total", "Requests by route and outcome"),
-            &["route", "outcome"],
-        )?,
-    )?;
-    let durations = reg(
-        r,
-        prometheus::HistogramVec::new(
-            HistogramOpts::new(
-                "keygate_request_duration_seconds",
-                "Time from request head to the end of the response, by route",
-            )
-            .buckets(REQUEST_BUCKETS.to_vec()),
-            &["route"],
-        )?,
-    )?;
-    Ok(route_names
-        .iter()
-        .map(|n| &**n)
-        .chain(std::iter::once(NO_ROUTE))
-        .map(|route| RouteMetrics {
-            by_outcome: Outcome::ALL
-                .iter()
-                .map(|o| requests.with_label_values(&[route, o.as_str()]))
-                .collect(),
-            duration: durations.with_label_values(&[route]),
-        })
-        .collect())
+    requests: &IntCounterVec,
+    durations: &prometheus::HistogramVec,
+    route: &str,
+) -> RouteMetrics {
+    RouteMetrics {
+        by_outcome: Outcome::ALL
+            .iter()
+            .map(|o| requests.with_label_values(&[route, o.as_str()]))
+            .collect(),
+        duration: durations.with_label_values(&[route]),
+    }
 }
 
 impl Metrics {
-    pub fn new(route_names: &[Arc<str>]) -> Result<Metrics, MetricsError> {
+    /// The registry with every metric; route series are made per
+    /// configuration with [`Metrics::route`].
+    pub fn new() -> Result<Metrics, MetricsError> {
         let r = Registry::new();
-        let routes = route_metrics(&r, route_names)?;
+        let requests = reg(
+            &r,
+            IntCounterVec::new(
+                Opts::new("keygate_requests_total", "Requests by route and outcome"),
+                &["route", "outcome"],
+            )?,
+        )?;
+        let durations = reg(
+            &r,
+            prometheus::HistogramVec::new(
+                HistogramOpts::new(
+                    "keygate_request_duration_seconds",
+                    "Time from request head to the end of the response, by route",
+                )
+                .buckets(REQUEST_BUCKETS.to_vec()),
+                &["route"],
+            )?,
+        )?;
+        let no_route = route_metrics(&requests, &durations, NO_ROUTE);
         let auth_duration = reg(
             &r,
             Histogram::with_opts(
@@ -159,7 +158,9 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
         Ok(Metrics {
-            routes,
+            requests,
+            durations,
+            no_route,
             auth_duration,
             keys_loaded: gauge("keygate_keys_loaded", "Keys in the in-memory table")?,
             key_sync_age: reg(
@@ -191,14 +192,14 @@ impl Metrics {
         })
     }
 
-    fn route(&self, route: Option<usize>) -> &RouteMetrics {
-        let last = self.routes.len() - 1;
-        &self.routes[route.map_or(last, |r| r.min(last))]
+    /// A route's series (created at 0 so that every route shows up).
+    pub fn route(&self, name: &str) -> RouteMetrics {
+        route_metrics(&self.requests, &self.durations, name)
     }
 
-    /// Counts one finished request.
-    pub fn request(&self, route: Option<usize>, outcome: Outcome, seconds: f64) {
-        let m = self.route(route);
+    /// Counts one finished request on `route` (`None`: it matched none).
+    pub fn request(&self, route: Option<&RouteMetrics>, outcome: Outcome, seconds: f64) {
+        let m = route.unwrap_or(&self.no_route);
         m.by_outcome[outcome.index()].inc();
         m.duration.observe(seconds);
     }
@@ -226,8 +227,9 @@ mod tests {
 
     #[test]
     fn renders_every_contract_metric() {
-        let m = Metrics::new(&[Arc::from("orders")]).expect("metrics");
-        m.request(Some(0), Outcome::Ok, 0.001);
+        let m = Metrics::new().expect("metrics");
+        let orders = m.route("orders");
+        m.request(Some(&orders), Outcome::Ok, 0.001);
         m.request(None, Outcome::RouteNotFound, 0.0001);
         m.usage(UsageResult::Spooled, 2);
         let text = m.render();

@@ -92,15 +92,16 @@ pub async fn verify(
             return Err(ApiError::field(&format!("scopes[{i}]"), e.to_string()));
         }
     }
+    let routing = s.proxy.routing.load_full();
     let route = match req.route.as_deref() {
-        Some(name) => match gate.route_index(name) {
-            Some(r) => Some(r),
+        Some(name) => match routing.by_name(name) {
+            Some(r) => Some(routing.route(r)),
             None => return Ok(Json(refused(Rejection::new(Outcome::RouteNotFound), None))),
         },
         None => None,
     };
     if let Some(r) = route {
-        scopes.extend(gate.route_config(r).scopes.iter().cloned());
+        scopes.extend(r.cfg.scopes.iter().cloned());
     }
     // The proxy's own decision; it refuses malformed and over-long keys before hashing.
     let attempt = Attempt {

@@ -8,16 +8,18 @@ use chrono::{DateTime, Utc};
 use crate::auth::scope;
 use crate::keys::KeyEntry;
 use crate::outcome::{Detail, Outcome, Rejection};
+use crate::routes::RouteId;
 
 /// Checks, in order: revoked, expired, disabled, route allowed, IP allowed, scopes.
 /// State comes first so that a revoked key is reported as revoked wherever it is used.
 ///
 /// `route`: `None` skips the route check (the verify API without a route).
+/// `RouteId`s are stable across reloads (see [`crate::routes`]).
 /// `client_ip`: `None` (the verify API without an address) fails a key that has
 /// an allowlist: an unknown address is not an allowed one.
 pub fn decide(
     key: &KeyEntry,
-    route: Option<usize>,
+    route: Option<RouteId>,
     required_scopes: &[String],
     client_ip: Option<IpAddr>,
     now: DateTime<Utc>,
@@ -86,11 +88,12 @@ mod tests {
     }
 
     fn entry(r: KeyRow) -> KeyEntry {
+        let ids = crate::routes::RouteIds::default();
+        for r in ["r0", "r1", "r2"] {
+            ids.id(r);
+        }
         let ctx = EntryContext {
-            route_index: [("r0", 0), ("r1", 1), ("r2", 2)]
-                .map(|(n, i)| (n.to_string(), i))
-                .into(),
-            route_count: 3,
+            route_ids: std::sync::Arc::new(ids),
             forward_metadata: vec![],
         };
         Interner::new(ctx).entry(r)
@@ -113,11 +116,23 @@ mod tests {
         let now = Utc::now();
         let scopes = vec!["orders:read".to_string()];
         assert_eq!(
-            code(decide(&key(), Some(0), &scopes, Some(ip("10.1.2.3")), now)),
+            code(decide(
+                &key(),
+                Some(RouteId(0)),
+                &scopes,
+                Some(ip("10.1.2.3")),
+                now
+            )),
             None
         );
         assert_eq!(
-            code(decide(&key(), Some(1), &[], Some(ip("2001:db8::5")), now)),
+            code(decide(
+                &key(),
+                Some(RouteId(1)),
+                &[],
+                Some(ip("2001:db8::5")),
+                now
+            )),
             None
         );
     }
@@ -132,18 +147,18 @@ mod tests {
         k.revoked = true;
         k.enabled = false;
         assert_eq!(
-            code(decide(&k, Some(0), &none, Some(good_ip), now)),
+            code(decide(&k, Some(RouteId(0)), &none, Some(good_ip), now)),
             Some(Outcome::RevokedKey)
         );
 
         let mut k = key();
         k.expires_at = Some(now - Duration::seconds(1));
-        let r = decide(&k, Some(0), &none, Some(good_ip), now).expect_err("expired");
+        let r = decide(&k, Some(RouteId(0)), &none, Some(good_ip), now).expect_err("expired");
         assert_eq!(r.outcome, Outcome::ExpiredKey);
         assert_eq!(r.detail, Detail::ExpiredAt(now - Duration::seconds(1)));
         k.expires_at = Some(now + Duration::seconds(1));
         assert_eq!(
-            code(decide(&k, Some(0), &none, Some(good_ip), now)),
+            code(decide(&k, Some(RouteId(0)), &none, Some(good_ip), now)),
             None,
             "not yet expired"
         );
@@ -151,25 +166,37 @@ mod tests {
         let mut k = key();
         k.enabled = false;
         assert_eq!(
-            code(decide(&k, Some(0), &none, Some(good_ip), now)),
+            code(decide(&k, Some(RouteId(0)), &none, Some(good_ip), now)),
             Some(Outcome::DisabledKey)
         );
 
         assert_eq!(
-            code(decide(&key(), Some(2), &none, Some(good_ip), now)),
+            code(decide(&key(), Some(RouteId(2)), &none, Some(good_ip), now)),
             Some(Outcome::RouteNotAllowed)
         );
         assert_eq!(
-            code(decide(&key(), Some(0), &none, Some(ip("192.0.2.1")), now)),
+            code(decide(
+                &key(),
+                Some(RouteId(0)),
+                &none,
+                Some(ip("192.0.2.1")),
+                now
+            )),
             Some(Outcome::IpNotAllowed)
         );
         assert_eq!(
-            code(decide(&key(), Some(0), &none, Some(ip("2001:db9::1")), now)),
+            code(decide(
+                &key(),
+                Some(RouteId(0)),
+                &none,
+                Some(ip("2001:db9::1")),
+                now
+            )),
             Some(Outcome::IpNotAllowed)
         );
 
         let want = vec!["users:read".to_string()];
-        let r = decide(&key(), Some(0), &want, Some(good_ip), now).expect_err("scope");
+        let r = decide(&key(), Some(RouteId(0)), &want, Some(good_ip), now).expect_err("scope");
         assert_eq!(r.detail, Detail::RequiredScopes(want));
     }
 
@@ -198,7 +225,7 @@ mod tests {
         assert_eq!(
             code(decide(
                 &k,
-                Some(0),
+                Some(RouteId(0)),
                 &[],
                 Some(ip("198.51.100.1")),
                 Utc::now()

@@ -13,8 +13,9 @@ use ipnetwork::IpNetwork;
 use uuid::Uuid;
 
 use crate::ratelimit::window::Limits;
+use crate::routes::RouteId;
 
-/// Route indices a key may use; `None` = every route.
+/// Routes a key may use, by [`RouteId`] (stable across reloads); `None` = every route.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct RouteSet(Option<Box<[u64]>>);
 
@@ -23,22 +24,23 @@ impl RouteSet {
         RouteSet(None)
     }
 
-    pub fn from_indices(indices: impl IntoIterator<Item = usize>, routes: usize) -> RouteSet {
-        let mut bits = vec![0u64; routes.div_ceil(64).max(1)];
-        for i in indices {
-            if let Some(word) = bits.get_mut(i / 64) {
-                *word |= 1 << (i % 64);
+    pub fn of(ids: impl IntoIterator<Item = RouteId>) -> RouteSet {
+        let mut bits: Vec<u64> = Vec::new();
+        for id in ids {
+            let i = id.index();
+            if bits.len() <= i / 64 {
+                bits.resize(i / 64 + 1, 0);
             }
+            bits[i / 64] |= 1 << (i % 64);
         }
         RouteSet(Some(bits.into()))
     }
 
-    pub fn contains(&self, route: usize) -> bool {
+    pub fn contains(&self, route: RouteId) -> bool {
+        let i = route.index();
         match &self.0 {
             None => true,
-            Some(bits) => bits
-                .get(route / 64)
-                .is_some_and(|w| w & (1 << (route % 64)) != 0),
+            Some(bits) => bits.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0),
         }
     }
 }
@@ -122,12 +124,13 @@ mod tests {
 
     #[test]
     fn route_sets() {
+        let r = RouteId;
         let all = RouteSet::all();
-        assert!(all.contains(0) && all.contains(1000));
-        let some = RouteSet::from_indices([1, 70], 100);
-        assert!(some.contains(1) && some.contains(70));
-        assert!(!some.contains(0) && !some.contains(71) && !some.contains(500));
-        let none = RouteSet::from_indices([], 3);
-        assert!(!none.contains(0));
+        assert!(all.contains(r(0)) && all.contains(r(1000)));
+        let some = RouteSet::of([r(1), r(70)]);
+        assert!(some.contains(r(1)) && some.contains(r(70)));
+        assert!(!some.contains(r(0)) && !some.contains(r(71)) && !some.contains(r(500)));
+        let none = RouteSet::of([]);
+        assert!(!none.contains(r(0)));
     }
 }

@@ -11,6 +11,7 @@ use super::entry::{Deprecation, KeyEntry, KeyPolicy, Owner, RouteSet, header_val
 use super::model::KeyRow;
 use crate::config::Config;
 use crate::ratelimit::window::Limits;
+use crate::routes::RouteIds;
 
 /// What makes two keys' policies the same.
 #[derive(PartialEq, Eq, Hash)]
@@ -23,24 +24,18 @@ struct PolicyKey {
     metadata: Vec<(String, String)>,
 }
 
-/// What an entry needs from the gateway's configuration.
+/// What an entry needs from the gateway: route ids (stable across reloads)
+/// and the metadata fields forwarded upstream.
 #[derive(Debug, Clone, Default)]
 pub struct EntryContext {
-    pub route_index: HashMap<String, usize>,
-    pub route_count: usize,
+    pub route_ids: Arc<RouteIds>,
     pub forward_metadata: Vec<String>,
 }
 
 impl EntryContext {
-    pub fn new(config: &Config) -> EntryContext {
+    pub fn new(config: &Config, route_ids: Arc<RouteIds>) -> EntryContext {
         EntryContext {
-            route_index: config
-                .routes
-                .iter()
-                .enumerate()
-                .map(|(i, r)| (r.name.clone(), i))
-                .collect(),
-            route_count: config.routes.len(),
+            route_ids,
             forward_metadata: config.gateway.forward_metadata.clone(),
         }
     }
@@ -113,13 +108,9 @@ impl Interner {
         let allowed_routes = if key.routes.is_empty() {
             RouteSet::all()
         } else {
-            // Names this gateway's config does not have grant nothing here.
-            RouteSet::from_indices(
-                key.routes
-                    .iter()
-                    .filter_map(|n| self.ctx.route_index.get(n).copied()),
-                self.ctx.route_count,
-            )
+            // A name the configuration does not have (yet) gets an id too: it
+            // grants nothing until a route of that name exists.
+            RouteSet::of(key.routes.iter().map(|n| self.ctx.route_ids.id(n)))
         };
         let policy = Arc::new(KeyPolicy {
             scopes: key.scopes.iter().map(|s| s.as_str().into()).collect(),

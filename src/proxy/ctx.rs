@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use prometheus::IntGauge;
 
+use super::routing::Routing;
 use super::upstream::Tried;
 use crate::keys::KeyEntry;
 use crate::outcome::Outcome;
@@ -38,7 +39,9 @@ pub struct RequestCtx {
     /// The client per the trusted-proxy rule.
     pub client_ip: Option<IpAddr>,
     pub peer_trusted: bool,
-    /// Index of the matched route.
+    /// The configuration this request runs on, from start to end.
+    pub routing: Arc<Routing>,
+    /// Index of the matched route in [`Self::routing`].
     pub route: Option<usize>,
     /// The authenticated key, on `auth = "required"` routes.
     pub key: Option<Arc<KeyEntry>>,
@@ -74,13 +77,14 @@ impl RequestCtx {
         self.request_id.to_str().unwrap_or("")
     }
 
-    pub fn new(inflight: &IntGauge) -> RequestCtx {
+    pub fn new(inflight: &IntGauge, routing: Arc<Routing>) -> RequestCtx {
         RequestCtx {
             start: Instant::now(),
             request_id: http::HeaderValue::from_static(""),
             peer_ip: None,
             client_ip: None,
             peer_trusted: false,
+            routing,
             route: None,
             key: None,
             key_from_bearer: false,

@@ -8,22 +8,26 @@ pub mod listener;
 pub mod policy;
 pub mod reject;
 pub mod router;
+pub mod routing;
 mod service;
 pub mod upstream;
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::usage::UsageSink;
 use policy::Gate;
+use routing::Routing;
 pub use service::Proxy;
-use upstream::UpstreamPool;
 
 /// Everything the request path reads, shared by all proxy threads.
 pub struct ProxyState {
     pub gate: Gate,
-    pub upstreams: Vec<UpstreamPool>,
+    /// Routes, upstreams and their series: swapped whole by a reload.
+    pub routing: ArcSwap<Routing>,
     pub metrics: Arc<Metrics>,
     pub usage: Option<UsageSink>,
     pub clock: Clock,

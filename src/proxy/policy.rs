@@ -13,14 +13,15 @@ use pingora_proxy::Session;
 
 use super::ctx::RequestCtx;
 use super::headers::{self, XFF};
-use super::router::{self, Router};
+use super::routing::Route;
 use crate::auth::client_ip::{canonical, client_ip, is_trusted};
 use crate::auth::{decide::decide, hash::KeyHasher, key};
 use crate::clock::Clock;
-use crate::config::{AuthMode, Config, RouteConfig};
+use crate::config::{AuthMode, Config};
 use crate::keys::{KeyEntry, KeyTable};
 use crate::outcome::{Outcome, Rejection};
 use crate::ratelimit::{Limiter, RateStatus};
+use crate::routes::RouteId;
 use crate::usage::UsageRecord;
 
 pub const KEY_ID: &str = "x-keygate-key-id";
@@ -36,10 +37,6 @@ pub struct Gate {
     hasher: KeyHasher,
     keys: Arc<KeyTable>,
     limiter: Arc<Limiter>,
-    router: Router,
-    routes: Vec<RouteConfig>,
-    /// Route names, shared into usage records without copying.
-    route_names: Vec<Arc<str>>,
     clock: Clock,
 }
 
@@ -54,7 +51,7 @@ enum Presented<'a> {
 pub struct Attempt<'a> {
     pub key: &'a str,
     /// `None`: the verify API without a route (key limits only).
-    pub route: Option<usize>,
+    pub route: Option<&'a Route>,
     /// Every scope the key must hold (the route's, and for verify any asked for).
     pub scopes: &'a [String],
     /// `None` fails a key that has an IP allowlist.
@@ -107,23 +104,8 @@ impl Gate {
             hasher,
             keys,
             limiter,
-            router: Router::new(&config.routes),
-            routes: config.routes.clone(),
-            route_names: config
-                .routes
-                .iter()
-                .map(|r| Arc::from(r.name.as_str()))
-                .collect(),
             clock,
         }
-    }
-
-    pub fn route_config(&self, i: usize) -> &RouteConfig {
-        &self.routes[i]
-    }
-
-    pub fn route_index(&self, name: &str) -> Option<usize> {
-        self.routes.iter().position(|r| r.name == name)
     }
 
     /// The rate limiter (its background work runs beside the proxy).
@@ -154,22 +136,6 @@ impl Gate {
                 peer
             });
         }
-    }
-
-    /// The route for this request, or why there is none.
-    pub fn route(&self, req: &RequestHeader) -> Result<usize, Rejection> {
-        let path = req.uri.path();
-        if !router::path_is_routable(path) {
-            return Err(Rejection::new(Outcome::InvalidRequest));
-        }
-        let host = req
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri.host());
-        self.router
-            .route(host, path, &req.method)
-            .ok_or_else(|| Rejection::new(Outcome::RouteNotFound))
     }
 
     fn presented<'a>(&self, req: &'a RequestHeader) -> Presented<'a> {
@@ -207,7 +173,7 @@ impl Gate {
     pub fn check_key(
         &self,
         key: &str,
-        route: Option<usize>,
+        route: Option<RouteId>,
         scopes: &[String],
         ip: Option<IpAddr>,
     ) -> Result<Arc<KeyEntry>, (Rejection, Option<Arc<KeyEntry>>)> {
@@ -232,7 +198,7 @@ impl Gate {
     /// The one decision: the key (see [`Self::check_key`]), then its rate
     /// limits, which an admitted request counts.
     pub async fn decide(&self, a: &Attempt<'_>) -> Decision {
-        let entry = match self.check_key(a.key, a.route, a.scopes, a.client_ip) {
+        let entry = match self.check_key(a.key, a.route.map(|r| r.id), a.scopes, a.client_ip) {
             Ok(entry) => entry,
             Err((rejection, key)) => {
                 return Decision {
@@ -242,7 +208,7 @@ impl Gate {
                 };
             }
         };
-        let (rate, verdict) = match self.limiter.check(&entry, a.route).await {
+        let (rate, verdict) = match self.limiter.check(&entry, a.route.map(Route::limits)).await {
             Ok(rate) => (rate, Ok(())),
             Err((rejection, rate)) => (rate, Err(rejection)),
         };
@@ -253,12 +219,14 @@ impl Gate {
         }
     }
 
-    /// Routing and, where the route requires it, the decision for one request.
+    /// Routing (on the request's configuration snapshot) and, where the
+    /// route requires it, the decision for one request.
     pub async fn admit(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Result<(), Rejection> {
-        let route = self.route(req)?;
-        ctx.route = Some(route);
-        let cfg = &self.routes[route];
-        if cfg.auth == AuthMode::Public {
+        let routing = ctx.routing.clone();
+        let index = routing.find(req)?;
+        ctx.route = Some(index);
+        let route = routing.route(index);
+        if route.cfg.auth == AuthMode::Public {
             return Ok(());
         }
         let key = match self.presented(req) {
@@ -272,7 +240,7 @@ impl Gate {
         let attempt = Attempt {
             key,
             route: Some(route),
-            scopes: &cfg.scopes,
+            scopes: &route.cfg.scopes,
             client_ip: ctx.client_ip,
         };
         let d = self.decide(&attempt).await;
@@ -337,7 +305,7 @@ impl Gate {
     pub fn usage_record(
         &self,
         key: Option<&KeyEntry>,
-        route: Option<usize>,
+        route: Option<&Route>,
         outcome: Outcome,
         s: Served<'_>,
     ) -> UsageRecord {
@@ -347,7 +315,7 @@ impl Gate {
             ts_ms: s.ts_ms,
             key_id: key.map(|k| k.id),
             owner_id: key.map(|k| k.owner_id().clone()),
-            route: route.and_then(|r| self.route_names.get(r).cloned()),
+            route: route.map(|r| r.name.clone()),
             method: s.method.to_owned(),
             status: s.status,
             outcome,

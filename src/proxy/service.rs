@@ -38,7 +38,8 @@ impl ProxyHttp for Proxy {
 
     /// A request head has been read. The context's guard counts it in flight until dropped.
     fn new_ctx(&self) -> RequestCtx {
-        let mut ctx = RequestCtx::new(&self.state.metrics.inflight);
+        let routing = self.state.routing.load_full();
+        let mut ctx = RequestCtx::new(&self.state.metrics.inflight, routing);
         ctx.start_ms = self.state.clock.now_ms();
         ctx
     }
@@ -76,8 +77,9 @@ impl ProxyHttp for Proxy {
         let route = ctx
             .route
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route"))?;
-        let upstream = self.state.gate.route_config(route).upstream;
-        let pool = &self.state.upstreams[upstream];
+        let upstream = ctx.routing.route(route).cfg.upstream;
+        let routing = ctx.routing.clone();
+        let pool = routing.upstream(upstream);
         let server = pool.pick(ctx.tried).ok_or_else(|| {
             Error::explain(ErrorType::ConnectNoRoute, "no upstream server left to try")
         })?;
@@ -97,7 +99,7 @@ impl ProxyHttp for Proxy {
         mut e: Box<Error>,
     ) -> Box<Error> {
         if let (Some(u), Some(s)) = (ctx.upstream, ctx.server) {
-            let pool = &self.state.upstreams[u];
+            let pool = ctx.routing.upstream(u);
             pool.mark_down(s);
             tracing::warn!(upstream = %pool.name, server = %pool.server(s).addr, error = ?e.etype(), "upstream server failed to connect; skipping it");
             e.set_retry(ctx.tried.count() < pool.len());
@@ -174,8 +176,12 @@ impl ProxyHttp for Proxy {
         }
         let elapsed = ctx.start.elapsed();
         let s = &self.state;
-        s.metrics
-            .request(ctx.route, ctx.outcome, elapsed.as_secs_f64());
+        let route = ctx.routing.get(ctx.route);
+        s.metrics.request(
+            route.map(|r| &r.metrics),
+            ctx.outcome,
+            elapsed.as_secs_f64(),
+        );
         let Some(usage) = &s.usage else { return };
         let served = Served {
             request_id: ctx.request_id(),
@@ -190,7 +196,7 @@ impl ProxyHttp for Proxy {
         };
         usage.record(
             s.gate
-                .usage_record(ctx.key.as_deref(), ctx.route, ctx.outcome, served),
+                .usage_record(ctx.key.as_deref(), route, ctx.outcome, served),
         );
     }
 }

@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::decision::Scope;
 use super::window::Window;
+use crate::routes::RouteId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Block {
@@ -21,7 +22,7 @@ pub struct BlockCache {
 
 impl BlockCache {
     /// A block that applies to this key on this route, if any is still running.
-    pub fn get(&self, id: Uuid, route: u16, now_ms: u64) -> Option<Block> {
+    pub fn get(&self, id: Uuid, route: RouteId, now_ms: u64) -> Option<Block> {
         let map = self.map.pin();
         [Scope::Key, Scope::Route(route)]
             .into_iter()
@@ -58,15 +59,18 @@ mod tests {
         let id = Uuid::from_u128(9);
         c.insert(
             id,
-            Scope::Route(2),
+            Scope::Route(RouteId(2)),
             Block {
                 until_ms: 1_000,
                 window: Window::Second,
             },
         );
-        assert!(c.get(id, 2, 500).is_some());
-        assert!(c.get(id, 3, 500).is_none(), "another route is not blocked");
-        assert!(c.get(id, 2, 1_000).is_none(), "over at until");
+        assert!(c.get(id, RouteId(2), 500).is_some());
+        assert!(
+            c.get(id, RouteId(3), 500).is_none(),
+            "another route is not blocked"
+        );
+        assert!(c.get(id, RouteId(2), 1_000).is_none(), "over at until");
         c.insert(
             id,
             Scope::Key,
@@ -75,7 +79,10 @@ mod tests {
                 window: Window::Minute,
             },
         );
-        assert_eq!(c.get(id, 3, 500).map(|b| b.window), Some(Window::Minute));
+        assert_eq!(
+            c.get(id, RouteId(3), 500).map(|b| b.window),
+            Some(Window::Minute)
+        );
         c.sweep(2_000);
         assert_eq!(c.len(), 1);
     }

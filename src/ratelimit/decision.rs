@@ -22,7 +22,8 @@ use super::window::{Bucket, Window};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scope {
     Key,
-    Route(u16),
+    /// A route's per-key cap (by the route's stable id).
+    Route(crate::routes::RouteId),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,7 +183,7 @@ pub fn evaluate(checks: &[Check], spans: &[Span], counts: &[Counts]) -> Verdict 
 /// The checks for one request: the key's own windows, then the route's per-key caps.
 pub fn plan(
     key: &super::window::Limits,
-    route: u16,
+    route: crate::routes::RouteId,
     route_caps: &super::window::Limits,
 ) -> Vec<Check> {
     let mut checks = Vec::with_capacity(10);

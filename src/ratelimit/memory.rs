@@ -130,6 +130,7 @@ mod tests {
     use super::*;
     use crate::ratelimit::decision::plan;
     use crate::ratelimit::window::Limits;
+    use crate::routes::RouteId;
 
     fn spans(checks: &[Check], now: u64) -> Vec<Span> {
         checks.iter().map(|c| Span::at(c.window, now)).collect()
@@ -145,7 +146,7 @@ mod tests {
             hour: Some(100),
             ..Limits::default()
         };
-        let checks = plan(&limits, 0, &Limits::default());
+        let checks = plan(&limits, RouteId(0), &Limits::default());
         let now = 10 * 3_600_000 + 5;
         for _ in 0..3 {
             assert!(m.check(id, &checks, &spans(&checks, now)).allowed);
@@ -170,8 +171,8 @@ mod tests {
             second: Some(1),
             ..Limits::default()
         };
-        let r0 = plan(&Limits::default(), 0, &cap);
-        let r1 = plan(&Limits::default(), 1, &cap);
+        let r0 = plan(&Limits::default(), RouteId(0), &cap);
+        let r1 = plan(&Limits::default(), RouteId(1), &cap);
         let now = 5_000;
         assert!(m.check(id, &r0, &spans(&r0, now)).allowed);
         assert!(!m.check(id, &r0, &spans(&r0, now)).allowed);
@@ -186,7 +187,7 @@ mod tests {
                 second: Some(5),
                 ..Limits::default()
             },
-            0,
+            RouteId(0),
             &Limits::default(),
         );
         m.check(Uuid::from_u128(3), &checks, &spans(&checks, 1_000));

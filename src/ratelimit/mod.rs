@@ -27,12 +27,22 @@ use crate::config::{Config, OnBackendError, RateLimitBackend};
 use crate::keys::KeyEntry;
 use crate::metrics::Metrics;
 use crate::outcome::{Detail, Outcome, Rejection};
+use crate::routes::RouteId;
 use blocked::{Block, BlockCache};
 use decision::{Check, Span, Verdict, WindowStatus, plan};
 pub use health::{BackendState, Health};
 use memory::MemoryLimiter;
 use redis::RedisBackend;
 pub use status::RateStatus;
+
+/// The route a request is on, as the limiter sees it: its stable id (local
+/// state), its name (Redis keys, header names) and its per-key caps.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteLimits<'a> {
+    pub id: RouteId,
+    pub name: &'a str,
+    pub caps: &'a Limits,
+}
 use window::Limits;
 
 /// The outcome of a check: headers to send, and a rejection if refused.
@@ -48,8 +58,6 @@ pub struct Limiter {
     on_error: OnBackendError,
     timeout: Duration,
     probe_interval: Duration,
-    route_names: Vec<Box<str>>,
-    route_caps: Vec<Limits>,
     clock: Clock,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
@@ -92,12 +100,6 @@ impl Limiter {
             on_error: rl.on_backend_error,
             timeout: rl.timeout,
             probe_interval: rl.breaker_probe_interval,
-            route_names: config
-                .routes
-                .iter()
-                .map(|r| r.name.as_str().into())
-                .collect(),
-            route_caps: config.routes.iter().map(|r| r.rate_limits).collect(),
             clock,
             metrics,
             health,
@@ -133,20 +135,20 @@ impl Limiter {
 
     /// Checks and counts one request of `key` on `route`.
     /// `route`: `None` for a verify call without a route (key limits only).
-    pub async fn check(&self, key: &KeyEntry, route: Option<usize>) -> LimitResult {
-        // No route: an index no route has, so no route caps or blocks apply.
-        let route = route.unwrap_or(usize::MAX);
-        let route16 = route.min(usize::from(u16::MAX)) as u16;
-        let caps = self.route_caps.get(route).copied().unwrap_or_default();
+    pub async fn check(&self, key: &KeyEntry, route: Option<RouteLimits<'_>>) -> LimitResult {
+        // No route: an id no route has, so no route caps or blocks apply.
+        let none = Limits::default();
+        let (id, route, caps) =
+            route.map_or((RouteId(u32::MAX), "", &none), |r| (r.id, r.name, r.caps));
         if key.limits().is_empty() && caps.is_empty() {
             return Ok(None);
         }
-        let checks = plan(key.limits(), route16, &caps);
+        let checks = plan(key.limits(), id, caps);
         if checks.is_empty() {
             return Ok(None);
         }
         let now = self.clock.now_ms().max(0) as u64;
-        if let Some(block) = self.blocked.get(key.limit_id, route16, now) {
+        if let Some(block) = self.blocked.get(key.limit_id, id, now) {
             return Err(self.blocked_rejection(&checks, &block, route, now));
         }
         let spans: Vec<Span> = checks.iter().map(|c| Span::at(c.window, now)).collect();
@@ -178,12 +180,11 @@ impl Limiter {
         key: &KeyEntry,
         checks: &[Check],
         spans: &[Span],
-        route: usize,
+        name: &str,
     ) -> Option<Verdict> {
         if r.breaker.is_open() {
             return None;
         }
-        let name = self.route_name(route);
         let Some(b) = &self.batched else {
             // Exact: one script call per request.
             let prefix = redis::key_prefix(key.limit_id);
@@ -231,10 +232,6 @@ impl Limiter {
         }
     }
 
-    fn route_name(&self, route: usize) -> &str {
-        self.route_names.get(route).map_or("", |n| n)
-    }
-
     fn failed(&self, r: &RedisBackend, why: &str) {
         self.metrics.ratelimit_backend_errors.inc();
         if r.breaker.failure() {
@@ -248,7 +245,7 @@ impl Limiter {
         key: &KeyEntry,
         checks: &[Check],
         v: Verdict,
-        route: usize,
+        route: &str,
         now: u64,
     ) -> LimitResult {
         match v.rejected_by {
@@ -281,7 +278,7 @@ impl Limiter {
         &self,
         checks: &[Check],
         block: &Block,
-        route: usize,
+        route: &str,
         now: u64,
     ) -> (Rejection, Option<RateStatus>) {
         let wait = block.until_ms.saturating_sub(now);
@@ -309,8 +306,8 @@ impl Limiter {
         (r, Some(self.status(&windows, at, route)))
     }
 
-    fn status(&self, windows: &[WindowStatus], pick: Option<usize>, route: usize) -> RateStatus {
-        status::build(windows, pick, self.route_name(route))
+    fn status(&self, windows: &[WindowStatus], pick: Option<usize>, route: &str) -> RateStatus {
+        status::build(windows, pick, route)
     }
 
     /// Batched mode: flushes local counts to Redis every `batch_interval`.

@@ -1,7 +1,6 @@
 //! Key management: validates input, makes secrets, and calls the key store;
 //! every change reaches running gateways through the store's change log.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +16,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::keys::model::{KeyPatch, KeyRecord, KeySpec, KeyStatus, NewKey};
 use crate::keys::validate::{self as v, Errors};
+use crate::routes::KnownRoutes;
 use crate::store::{KeyChange, KeyQuery, KeyStore, WriteRules};
 
 /// The longest rotation grace period, for the CLI and the admin API alike.
@@ -50,7 +50,8 @@ pub struct KeyService {
     sealer: AuditSealer,
     default_prefix: String,
     rules: WriteRules,
-    routes: HashSet<String>,
+    /// The configured route names (replaced by a reload).
+    routes: KnownRoutes,
     clock: Clock,
 }
 
@@ -70,9 +71,14 @@ impl KeyService {
             rules: WriteRules {
                 max_per_owner: config.keys.max_per_owner,
             },
-            routes: config.routes.iter().map(|r| r.name.clone()).collect(),
+            routes: crate::routes::known(config.routes.iter().map(|r| r.name.as_str())),
             clock,
         }
+    }
+
+    /// The route names keys are checked against; a reload stores new ones.
+    pub fn known_routes(&self) -> &KnownRoutes {
+        &self.routes
     }
 
     fn audit<'a>(&'a self, actor: &'a Actor, action: &'static str) -> Audit<'a> {
@@ -103,7 +109,7 @@ impl KeyService {
     /// Validates a patch's fields and turns `expires_in` into `expires_at`.
     fn checked(&self, mut p: KeyPatch, now: DateTime<Utc>) -> Result<KeyPatch, ServiceError> {
         let mut e = Errors::default();
-        v::patch(&mut e, &p, &self.routes);
+        v::patch(&mut e, &p, &self.routes.load());
         // `"expires_at": null` beside `expires_in` asks for nothing more.
         let at = p
             .expires_at

@@ -285,7 +285,7 @@ mod tests {
     fn keys_share_a_hash_tag() {
         let id = Uuid::from_u128(5);
         let c = Check {
-            scope: Scope::Route(1),
+            scope: Scope::Route(crate::routes::RouteId(1)),
             window: Window::Minute,
             limit: 5,
         };
