@@ -7,7 +7,9 @@ pub mod gateway;
 pub mod pg;
 pub mod procs;
 pub mod redis;
+pub mod tls;
 pub mod upstream;
+pub mod users;
 
 pub use gateway::{StoreKind, TestConfig, TestGateway, metric_value};
 
