@@ -5,6 +5,7 @@
 pub mod binary;
 pub mod gateway;
 pub mod pg;
+pub mod pg_tls;
 pub mod procs;
 pub mod redis;
 pub mod tls;
