@@ -6,6 +6,7 @@ pub mod binary;
 pub mod gateway;
 pub mod pg;
 pub mod pg_tls;
+pub mod pgbouncer;
 pub mod procs;
 pub mod redis;
 pub mod tls;
