@@ -9,6 +9,7 @@ pub mod pg_tls;
 pub mod pgbouncer;
 pub mod procs;
 pub mod redis;
+pub mod redis_cluster;
 pub mod redis_node;
 pub mod redis_tls;
 pub mod tls;
