@@ -11,6 +11,7 @@ pub mod procs;
 pub mod redis;
 pub mod redis_cluster;
 pub mod redis_node;
+pub mod redis_sentinel;
 pub mod redis_tls;
 pub mod tls;
 pub mod upstream;
