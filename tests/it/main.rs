@@ -4,6 +4,7 @@
 mod admin;
 mod embedded;
 mod harness;
+mod infra;
 
 mod keys_auth;
 mod keys_cli;

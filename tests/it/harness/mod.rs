@@ -5,9 +5,17 @@
 pub mod binary;
 pub mod gateway;
 pub mod pg;
+pub mod pg_tls;
+pub mod pgbouncer;
 pub mod procs;
 pub mod redis;
+pub mod redis_cluster;
+pub mod redis_node;
+pub mod redis_sentinel;
+pub mod redis_tls;
+pub mod tls;
 pub mod upstream;
+pub mod users;
 
 pub use gateway::{StoreKind, TestConfig, TestGateway, metric_value};
 
