@@ -20,4 +20,5 @@ pub mod audit;
 pub mod cli;
 pub mod ids;
 pub mod telemetry;
+pub mod tls;
 pub mod usage;

@@ -21,6 +21,24 @@ const AUTH_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.05, 0.1,
 ];
 
+/// How a configuration reload ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadResult {
+    Ok,
+    Invalid,
+}
+
+impl ReloadResult {
+    pub const ALL: [ReloadResult; 2] = [ReloadResult::Ok, ReloadResult::Invalid];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReloadResult::Ok => "ok",
+            ReloadResult::Invalid => "invalid",
+        }
+    }
+}
+
 /// What happened to a usage record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UsageResult {
@@ -70,6 +88,7 @@ pub struct Metrics {
     pub ratelimit_degraded: IntGauge,
     pub ratelimit_master_changes: IntCounter,
     usage_events: [IntCounter; 3],
+    config_reloads: [IntCounter; 2],
     pub usage_queue_depth: IntGauge,
     pub inflight: IntGauge,
 }
@@ -147,6 +166,16 @@ impl Metrics {
                 &["result"],
             )?,
         )?;
+        let reloads = reg(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "keygate_config_reloads_total",
+                    "Configuration reloads by result",
+                ),
+                &["result"],
+            )?,
+        )?;
         let build_info = reg(
             &r,
             IntGaugeVec::new(
@@ -182,6 +211,7 @@ impl Metrics {
                 "keygate_ratelimit_master_changes_total",
                 "Times the Redis sentinels named a different master (failovers seen)",
             )?,
+            config_reloads: ReloadResult::ALL.map(|x| reloads.with_label_values(&[x.as_str()])),
             usage_events: UsageResult::ALL.map(|x| usage.with_label_values(&[x.as_str()])),
             usage_queue_depth: gauge(
                 "keygate_usage_queue_depth",
@@ -202,6 +232,10 @@ impl Metrics {
         let m = route.unwrap_or(&self.no_route);
         m.by_outcome[outcome.index()].inc();
         m.duration.observe(seconds);
+    }
+
+    pub fn config_reload(&self, result: ReloadResult) {
+        self.config_reloads[result as usize].inc();
     }
 
     pub fn usage(&self, result: UsageResult, n: u64) {

@@ -31,10 +31,18 @@ pub enum Outcome {
     UpstreamError,
     /// The client went away before the response was complete.
     ClientClosed,
+    /// The key header sent twice, or a key in both the key header and `Authorization`.
+    AmbiguousKey,
+    /// A request head that does not parse (refused at the door).
+    MalformedRequest,
+    /// More header bytes or lines than `gateway.max_header_size` / `max_headers`.
+    HeadersTooLarge,
+    /// A request head not complete within `gateway.request_head_timeout`.
+    RequestTimeout,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 18] = [
+    pub const ALL: [Outcome; 22] = [
         Outcome::Ok,
         Outcome::MissingKey,
         Outcome::InvalidKey,
@@ -53,6 +61,10 @@ impl Outcome {
         Outcome::RateLimitUnavailable,
         Outcome::UpstreamError,
         Outcome::ClientClosed,
+        Outcome::AmbiguousKey,
+        Outcome::MalformedRequest,
+        Outcome::HeadersTooLarge,
+        Outcome::RequestTimeout,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -80,6 +92,10 @@ impl Outcome {
             Outcome::RateLimitUnavailable => "rate_limit_unavailable",
             Outcome::UpstreamError => "upstream_error",
             Outcome::ClientClosed => "client_closed",
+            Outcome::AmbiguousKey => "ambiguous_key",
+            Outcome::MalformedRequest => "malformed_request",
+            Outcome::HeadersTooLarge => "headers_too_large",
+            Outcome::RequestTimeout => "request_timeout",
         }
     }
 
@@ -98,7 +114,9 @@ impl Outcome {
             | Outcome::DisabledKey => 401,
             Outcome::InsufficientScope | Outcome::IpNotAllowed | Outcome::RouteNotAllowed => 403,
             Outcome::RouteNotFound => 404,
-            Outcome::InvalidRequest => 400,
+            Outcome::InvalidRequest | Outcome::AmbiguousKey | Outcome::MalformedRequest => 400,
+            Outcome::RequestTimeout => 408,
+            Outcome::HeadersTooLarge => 431,
             Outcome::RateLimited => 429,
             Outcome::UpstreamUnavailable | Outcome::UpstreamError => 502,
             Outcome::AuthUnavailable | Outcome::RateLimitUnavailable => 503,
@@ -128,6 +146,39 @@ impl Outcome {
             Outcome::RateLimitUnavailable => "rate limiting is temporarily unavailable",
             Outcome::UpstreamError => "the upstream response failed",
             Outcome::ClientClosed => "the client closed the connection",
+            Outcome::AmbiguousKey => {
+                "send the API key once: in one key header, not twice and not also in Authorization"
+            }
+            Outcome::MalformedRequest => "the request head is not valid HTTP",
+            Outcome::HeadersTooLarge => "the request headers are too large or too many",
+            Outcome::RequestTimeout => "the request head was not received in time",
+        }
+    }
+
+    /// The gRPC status a rejection maps to (for `application/grpc` requests):
+    /// 16 UNAUTHENTICATED, 7 PERMISSION_DENIED, 8 RESOURCE_EXHAUSTED,
+    /// 14 UNAVAILABLE, and the nearest code for the rest.
+    pub fn grpc_status(self) -> u8 {
+        match self {
+            Outcome::Ok => 0,
+            Outcome::MissingKey
+            | Outcome::InvalidKey
+            | Outcome::ExpiredKey
+            | Outcome::RevokedKey
+            | Outcome::DisabledKey => 16,
+            Outcome::InsufficientScope | Outcome::IpNotAllowed | Outcome::RouteNotAllowed => 7,
+            Outcome::RateLimited => 8,
+            Outcome::AuthUnavailable
+            | Outcome::RateLimitUnavailable
+            | Outcome::UpstreamUnavailable
+            | Outcome::UpstreamError => 14,
+            Outcome::UpstreamTimeout | Outcome::RequestTimeout => 4,
+            Outcome::RouteNotFound => 12,
+            Outcome::InvalidRequest
+            | Outcome::AmbiguousKey
+            | Outcome::MalformedRequest
+            | Outcome::HeadersTooLarge => 3,
+            Outcome::ClientClosed => 1,
         }
     }
 }

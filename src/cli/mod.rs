@@ -4,6 +4,7 @@
 mod audit;
 mod check;
 mod keys;
+mod serve;
 mod table;
 mod usage;
 
@@ -13,7 +14,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{self, Config, ConfigError};
-use crate::gateway::{Gateway, GatewayError};
+use crate::gateway::GatewayError;
 use crate::secrets::SecretLoadError;
 use crate::service::{ServiceError, Services};
 use crate::store::StoreError;
@@ -33,7 +34,15 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the proxy, the admin API and the background workers.
-    Serve,
+    Serve {
+        /// Take the listening sockets over from the running keygate (named by
+        /// gateway.pid_file), which then drains and exits: a restart that
+        /// drops no connection.
+        #[arg(long)]
+        upgrade: bool,
+    },
+    /// Re-read the configuration in the running keygate (as SIGHUP does).
+    Reload,
     /// Apply database migrations (idempotent).
     Migrate,
     /// Validate the configuration and print the route table.
@@ -69,6 +78,19 @@ pub enum CliError {
     Runtime(#[source] std::io::Error),
     #[error("cannot write the output: {0}")]
     Output(#[source] std::io::Error),
+    #[error("no running keygate: cannot read the pid file {path}: {source}")]
+    PidFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the pid file {0} does not hold a pid")]
+    BadPidFile(PathBuf),
+    #[error("cannot signal keygate (pid {pid}): {source}")]
+    Signal { pid: i32, source: std::io::Error },
+    #[error(transparent)]
+    Upgrade(#[from] crate::gateway::UpgradeError),
+    #[error("upgrade: the socket receiver failed: {0}")]
+    Receiver(#[source] tokio::task::JoinError),
 }
 
 impl CliError {
@@ -128,7 +150,8 @@ pub fn main() -> ExitCode {
 pub fn run(cli: Cli) -> Result<(), CliError> {
     let config = Config::load(&cli.config)?;
     match cli.command {
-        Command::Serve => serve(config),
+        Command::Serve { upgrade } => serve::serve(config, cli.config, upgrade),
+        Command::Reload => serve::reload(&config),
         Command::CheckConfig => {
             print!("{}", route_table(&config));
             Ok(())
@@ -140,52 +163,11 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("keygate-bg")
         .enable_all()
         .build()
         .map_err(CliError::Runtime)
-}
-
-fn serve(config: Config) -> Result<(), CliError> {
-    crate::telemetry::init(&config.log);
-    runtime()?.block_on(async move {
-        let gateway = Gateway::build(config).await?;
-        let running = gateway.start()?;
-        tracing::info!(proxy = %running.proxy_addr(), admin = %running.admin_addr(), "keygate is serving");
-        let how = signals::first().await;
-        tracing::info!(?how, "shutting down");
-        tokio::select! {
-            _ = running.stop(how) => {}
-            _ = signals::first() => {
-                tracing::warn!("second signal: exiting now");
-                std::process::exit(1);
-            }
-        }
-        tracing::info!("stopped");
-        Ok(())
-    })
-}
-
-mod signals {
-    use tokio::signal::unix::{SignalKind, signal};
-
-    use crate::gateway::Stop;
-
-    /// SIGTERM asks for a graceful stop, SIGINT for a fast one.
-    pub async fn first() -> Stop {
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            // Without handlers the default action (exit) applies; never return.
-            return std::future::pending().await;
-        };
-        tokio::select! {
-            _ = term.recv() => Stop::Graceful,
-            _ = int.recv() => Stop::Fast,
-        }
-    }
 }

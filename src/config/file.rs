@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::lenient::{Choice, Lenient};
-use super::{AuthMode, LogFormat, OnBackendError, Pooler};
+use super::{AuthMode, LogFormat, OnBackendError, Pooler, UpstreamProtocol};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -47,7 +47,47 @@ pub struct GatewaySection {
     pub shutdown_grace: Option<Lenient<Duration>>,
     pub upstream_keepalive_pool: Option<usize>,
     pub work_stealing: Option<bool>,
+    /// Bounds on request heads, enforced before Pingora reads them.
+    pub request_head_timeout: Option<Lenient<Duration>>,
+    pub keepalive_timeout: Option<Lenient<Duration>>,
+    pub max_header_size: Option<String>,
+    pub max_headers: Option<usize>,
+    /// Where `serve` writes its pid (for `keygate reload`).
+    pub pid_file: Option<String>,
+    /// The Unix socket a new process takes the listening sockets over (`serve --upgrade`).
+    pub upgrade_socket: Option<String>,
+    pub tls: Option<TlsSection>,
 }
+
+/// `[gateway.tls]`: a TLS listener with certificates chosen by SNI.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TlsSection {
+    pub listen: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub certs: Vec<CertSection>,
+    pub min_version: Option<Lenient<TlsVersion>>,
+    pub http2: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CertSection {
+    pub cert: String,
+    pub key: String,
+}
+
+/// `min_version` in `[gateway.tls]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum TlsVersion {
+    #[default]
+    #[serde(rename = "1.2")]
+    Tls12,
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+impl Choice for TlsVersion {}
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -154,6 +194,7 @@ pub struct UpstreamSection {
     pub servers: Vec<String>,
     pub tls: Option<bool>,
     pub sni: Option<String>,
+    pub protocol: Option<Lenient<UpstreamProtocol>>,
     pub connect_timeout: Option<Lenient<Duration>>,
     pub read_timeout: Option<Lenient<Duration>>,
     pub idle_timeout: Option<Lenient<Duration>>,

@@ -48,7 +48,7 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GatewayConfig {
     pub listen: SocketAddr,
     pub threads: usize,
@@ -63,9 +63,35 @@ pub struct GatewayConfig {
     /// One work-stealing runtime for all proxy threads, or one runtime per
     /// thread (Pingora's "no steal" mode).
     pub work_stealing: bool,
+    pub door: DoorLimits,
+    pub pid_file: PathBuf,
+    pub upgrade_socket: PathBuf,
+    pub tls: Option<TlsConfig>,
 }
 
-#[derive(Debug, Clone)]
+/// What the front door allows a request head before Pingora reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DoorLimits {
+    /// From the first byte of a head to its end.
+    pub head_timeout: Duration,
+    /// How long a connection may sit idle before (or between) requests.
+    pub keepalive_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+}
+
+/// The TLS listener (`[gateway.tls]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsConfig {
+    pub listen: SocketAddr,
+    /// Chosen by SNI; the first is the default.
+    pub certs: Vec<crate::tls::ServerCert>,
+    pub min_tls13: bool,
+    /// Offer HTTP/2 (ALPN `h2`) beside HTTP/1.1.
+    pub http2: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct KeysConfig {
     pub default_prefix: String,
     pub max_per_owner: u32,
@@ -79,13 +105,13 @@ pub enum StoreUrl {
     Sqlite(PathBuf),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HashSecretSource {
     Env(Secret),
     File(PathBuf),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StoreConfig {
     pub url: StoreUrl,
     pub hash_secret: HashSecretSource,
@@ -157,7 +183,7 @@ pub enum RateLimitMode {
     Batched(Duration),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RateLimitConfig {
     pub mode: RateLimitMode,
     pub backend: RateLimitBackend,
@@ -167,7 +193,7 @@ pub struct RateLimitConfig {
     pub breaker_probe_interval: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UsageConfig {
     pub enabled: bool,
     pub flush_interval: Duration,
@@ -178,7 +204,7 @@ pub struct UsageConfig {
     pub access_log: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
     /// Bearer tokens; empty means the admin API is off (health and metrics stay up).
@@ -193,24 +219,35 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     pub format: LogFormat,
     pub level: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamConfig {
     pub name: String,
     /// `host:port` as written; resolved when the gateway starts.
     pub servers: Vec<String>,
     pub tls: bool,
     pub sni: String,
+    /// HTTP/1.1, or HTTP/2 (over TLS with ALPN, or cleartext prior knowledge) for gRPC.
+    pub protocol: UpstreamProtocol,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub idle_timeout: Duration,
     /// How long a server that failed to connect is skipped.
     pub fail_timeout: Duration,
+}
+
+/// `[[upstream]] protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    #[default]
+    H1,
+    H2,
 }
 
 /// Secure by default: a route needs a key unless it says otherwise.
@@ -222,7 +259,7 @@ pub enum AuthMode {
     Public,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RouteConfig {
     pub name: String,
     /// Lowercase host without port.
@@ -240,6 +277,7 @@ pub struct RouteConfig {
 impl Choice for OnBackendError {}
 impl Choice for LogFormat {}
 impl Choice for AuthMode {}
+impl Choice for UpstreamProtocol {}
 
 /// One problem found in a configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]

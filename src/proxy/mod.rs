@@ -3,13 +3,15 @@
 //! routing, upstreams, header hygiene and rejections.
 
 pub mod ctx;
+pub mod door;
 pub mod headers;
 pub mod listener;
 pub mod policy;
 pub mod reject;
+mod rewind;
 pub mod router;
 pub mod routing;
-mod service;
+pub(crate) mod service;
 pub mod upstream;
 
 use std::sync::Arc;

@@ -45,6 +45,22 @@ enum Presented<'a> {
     None,
     Key { key: &'a str, bearer: bool },
     Unreadable,
+    Ambiguous,
+}
+
+/// `Authorization: Bearer <key>`: `Some(Some(key))`, `Some(None)` when it is
+/// unreadable or sent twice, `None` without one.
+fn bearer(req: &RequestHeader) -> Option<Option<&str>> {
+    let mut values = req.headers.get_all(http::header::AUTHORIZATION).iter();
+    let v = values.next()?;
+    let Ok(text) = v.to_str() else {
+        return Some(None);
+    };
+    let (scheme, key) = text.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    Some((values.next().is_none()).then(|| key.trim()))
 }
 
 /// A key presented for a decision.
@@ -138,33 +154,33 @@ impl Gate {
         }
     }
 
+    /// The key the request presents. Sent twice (the same header twice, or
+    /// the key header and `Authorization: Bearer` both) it is ambiguous and
+    /// refused: picking one would let a proxy in front and keygate disagree.
     fn presented<'a>(&self, req: &'a RequestHeader) -> Presented<'a> {
-        if let Some(v) = req.headers.get(&self.key_header) {
-            return match v.to_str() {
-                Ok("") => Presented::None,
+        let mut headers = req.headers.get_all(&self.key_header).iter();
+        let header = headers.next().filter(|v| !v.is_empty());
+        if headers.next().is_some() {
+            return Presented::Ambiguous;
+        }
+        let bearer = if self.accept_bearer {
+            bearer(req)
+        } else {
+            None
+        };
+        match (header, bearer) {
+            (Some(_), Some(_)) => Presented::Ambiguous,
+            (Some(v), None) => match v.to_str() {
                 Ok(key) => Presented::Key {
                     key: key.trim(),
                     bearer: false,
                 },
                 Err(_) => Presented::Unreadable,
-            };
+            },
+            (None, Some(Some(key))) => Presented::Key { key, bearer: true },
+            (None, Some(None)) => Presented::Unreadable,
+            (None, None) => Presented::None,
         }
-        if self.accept_bearer {
-            if let Some(v) = req.headers.get(http::header::AUTHORIZATION) {
-                let Ok(v) = v.to_str() else {
-                    return Presented::Unreadable;
-                };
-                if let Some((scheme, key)) = v.split_once(' ') {
-                    if scheme.eq_ignore_ascii_case("bearer") {
-                        return Presented::Key {
-                            key: key.trim(),
-                            bearer: true,
-                        };
-                    }
-                }
-            }
-        }
-        Presented::None
     }
 
     /// The key part of the decision: shape and checksum, the in-memory lookup
@@ -232,6 +248,7 @@ impl Gate {
         let key = match self.presented(req) {
             Presented::None => return Err(Rejection::new(Outcome::MissingKey)),
             Presented::Unreadable => return Err(Rejection::new(Outcome::InvalidKey)),
+            Presented::Ambiguous => return Err(Rejection::new(Outcome::AmbiguousKey)),
             Presented::Key { key, bearer } => {
                 ctx.key_from_bearer = bearer;
                 key

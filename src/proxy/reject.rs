@@ -16,6 +16,17 @@ pub trait RejectionHttp {
         len: usize,
         www_authenticate: &HeaderValue,
     ) -> pingora_error::Result<ResponseHeader>;
+
+    /// A gRPC "trailers-only" response: HTTP 200, `grpc-status` and
+    /// `grpc-message` (the code), no body; the stream ends with it.
+    fn grpc_header(&self, request_id: &HeaderValue) -> pingora_error::Result<ResponseHeader>;
+}
+
+/// Whether a request is gRPC (`content-type: application/grpc[+proto|...]`).
+pub fn is_grpc(req: &pingora_http::RequestHeader) -> bool {
+    req.headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 impl RejectionHttp for Rejection {
@@ -39,6 +50,20 @@ impl RejectionHttp for Rejection {
         }
         if self.outcome == Outcome::MissingKey {
             h.insert_header("www-authenticate", www_authenticate.clone())?;
+        }
+        Ok(h)
+    }
+
+    fn grpc_header(&self, request_id: &HeaderValue) -> pingora_error::Result<ResponseHeader> {
+        let mut h = ResponseHeader::build(200, Some(5))?;
+        h.insert_header("content-type", "application/grpc")?;
+        h.insert_header("grpc-status", u16::from(self.outcome.grpc_status()))?;
+        h.insert_header("grpc-message", self.outcome.as_str())?;
+        h.insert_header(super::headers::REQUEST_ID, request_id.clone())?;
+        if let Detail::RateLimited { retry_after, .. } | Detail::RetryAfter(retry_after) =
+            self.detail
+        {
+            h.insert_header("retry-after", retry_after)?;
         }
         Ok(h)
     }

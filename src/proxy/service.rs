@@ -25,8 +25,9 @@ use super::ProxyState;
 use super::ctx::RequestCtx;
 use super::headers::REQUEST_ID;
 use super::policy::Served;
-use super::reject::RejectionHttp;
+use super::reject::{RejectionHttp, is_grpc};
 use crate::outcome::{Outcome, Rejection};
+use pingora_core::protocols::http::HttpTask;
 
 pub struct Proxy {
     pub state: Arc<ProxyState>,
@@ -71,7 +72,7 @@ impl ProxyHttp for Proxy {
     /// Picks the next untried server of the route's upstream (round-robin, healthy first).
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let route = ctx
@@ -86,7 +87,14 @@ impl ProxyHttp for Proxy {
         ctx.tried.add(server);
         ctx.upstream = Some(upstream);
         ctx.server = Some(server);
-        Ok(pool.peer(server))
+        let mut peer = pool.peer(server);
+        if session.is_upgrade_req() {
+            // A WebSocket is quiet between messages: the upstream's read
+            // timeout (meant for a response) must not cut it.
+            peer.options.read_timeout = None;
+            peer.options.write_timeout = None;
+        }
+        Ok(peer)
     }
 
     /// A connection attempt failed: skip that server for a while and retry on
@@ -205,6 +213,9 @@ impl Proxy {
     /// Answers with a rejection's JSON body and headers.
     async fn reject(&self, session: &mut Session, ctx: &mut RequestCtx, rejection: Rejection) {
         ctx.outcome = rejection.outcome;
+        if is_grpc(session.req_header()) {
+            return self.reject_grpc(session, ctx, rejection).await;
+        }
         let body = rejection.body(ctx.request_id());
         let header = rejection
             .header(
@@ -225,6 +236,22 @@ impl Proxy {
         {
             let _ = session.write_response_body(Some(body), true).await;
         }
+    }
+
+    /// A gRPC client gets a gRPC error it understands (`UNAUTHENTICATED`,
+    /// `PERMISSION_DENIED`, `RESOURCE_EXHAUSTED`, ...), not an HTTP error
+    /// body; the header frame ends the stream.
+    async fn reject_grpc(&self, session: &mut Session, ctx: &mut RequestCtx, r: Rejection) {
+        let header = r
+            .grpc_header(&ctx.request_id)
+            .and_then(|mut h| self.state.gate.response_headers(&mut h, ctx).map(|_| h));
+        let Ok(header) = header else { return };
+        if !session.is_body_done() {
+            session.set_keepalive(None);
+        }
+        let _ = session
+            .write_response_tasks(vec![HttpTask::Header(Box::new(header), true)])
+            .await;
     }
 }
 

@@ -7,7 +7,12 @@ use std::time::{Duration, Instant};
 
 use pingora_core::upstreams::peer::HttpPeer;
 
-use crate::config::UpstreamConfig;
+use pingora_core::protocols::ALPN;
+
+use crate::config::{UpstreamConfig, UpstreamProtocol};
+
+/// Concurrent streams per upstream h2 connection (Pingora's default is 1).
+const H2_STREAMS: usize = 100;
 
 pub struct Server {
     pub addr: SocketAddr,
@@ -71,6 +76,12 @@ impl UpstreamPool {
                 peer.options.read_timeout = Some(cfg.read_timeout);
                 peer.options.write_timeout = Some(cfg.read_timeout);
                 peer.options.idle_timeout = Some(cfg.idle_timeout);
+                if cfg.protocol == UpstreamProtocol::H2 {
+                    // h2 over TLS by ALPN, or cleartext with prior knowledge (h2c);
+                    // gRPC needs h2 end to end for its trailers.
+                    peer.options.alpn = ALPN::H2;
+                    peer.options.max_h2_streams = H2_STREAMS;
+                }
                 Ok(Server {
                     addr,
                     peer,
@@ -145,6 +156,7 @@ mod tests {
 
     fn pool(n: usize) -> UpstreamPool {
         UpstreamPool::new(&UpstreamConfig {
+            protocol: UpstreamProtocol::H1,
             name: "u".into(),
             servers: (0..n).map(|i| format!("127.0.0.1:{}", 9000 + i)).collect(),
             tls: false,

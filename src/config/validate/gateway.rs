@@ -7,8 +7,10 @@ use std::time::Duration;
 use http::HeaderName;
 
 use super::checker::Checker;
-use crate::config::GatewayConfig;
+use std::path::PathBuf;
+
 use crate::config::file::GatewaySection;
+use crate::config::{DoorLimits, GatewayConfig};
 
 impl Default for GatewayConfig {
     fn default() -> Self {
@@ -23,13 +25,29 @@ impl Default for GatewayConfig {
             shutdown_grace: Duration::from_secs(10),
             upstream_keepalive_pool: 256,
             work_stealing: false,
+            door: DoorLimits {
+                head_timeout: Duration::from_secs(10),
+                keepalive_timeout: Duration::from_secs(60),
+                max_header_bytes: 64 << 10,
+                max_headers: 100,
+            },
+            pid_file: PathBuf::from("data/keygate.pid"),
+            upgrade_socket: PathBuf::from("data/upgrade/keygate.sock"),
+            tls: None,
         }
     }
 }
 
+/// Pingora's own ceilings on a request head; ours must stay below them so
+/// that a head we let through is one Pingora accepts.
+const PINGORA_MAX_HEADERS: usize = 256;
+const PINGORA_MAX_HEADER_BYTES: u64 = (1 << 20) - 1;
+
 impl Checker {
-    pub(super) fn gateway(&mut self, g: GatewaySection) -> GatewayConfig {
+    pub(super) fn gateway(&mut self, mut g: GatewaySection) -> GatewayConfig {
         let d = GatewayConfig::default();
+        let door = self.door(&g, d.door);
+        let tls = g.tls.take().map(|t| self.tls(t));
         let listen = self.addr("gateway.listen", g.listen.as_deref(), d.listen);
         let threads = self.at_least_one("gateway.threads", g.threads, d.threads);
         let key_header = self.key_header(g.key_header.as_deref(), d.key_header);
@@ -68,6 +86,45 @@ impl Checker {
                 d.upstream_keepalive_pool,
             ),
             work_stealing: g.work_stealing.unwrap_or(d.work_stealing),
+            door,
+            pid_file: g.pid_file.map_or(d.pid_file, PathBuf::from),
+            upgrade_socket: g.upgrade_socket.map_or(d.upgrade_socket, PathBuf::from),
+            tls,
+        }
+    }
+
+    fn door(&mut self, g: &GatewaySection, d: DoorLimits) -> DoorLimits {
+        let max_headers = self.at_least_one("gateway.max_headers", g.max_headers, d.max_headers);
+        if max_headers > PINGORA_MAX_HEADERS {
+            self.problem(
+                "gateway.max_headers",
+                format!("at most {PINGORA_MAX_HEADERS} (Pingora's limit)"),
+            );
+        }
+        let bytes = self.size(
+            "gateway.max_header_size",
+            g.max_header_size.as_deref(),
+            d.max_header_bytes as u64,
+        );
+        if bytes > PINGORA_MAX_HEADER_BYTES {
+            self.problem(
+                "gateway.max_header_size",
+                "at most 1MiB - 1 (Pingora's limit)",
+            );
+        }
+        DoorLimits {
+            head_timeout: self.duration(
+                "gateway.request_head_timeout",
+                g.request_head_timeout.clone(),
+                d.head_timeout,
+            ),
+            keepalive_timeout: self.duration(
+                "gateway.keepalive_timeout",
+                g.keepalive_timeout.clone(),
+                d.keepalive_timeout,
+            ),
+            max_header_bytes: usize::try_from(bytes).unwrap_or(d.max_header_bytes),
+            max_headers: max_headers.min(PINGORA_MAX_HEADERS),
         }
     }
 

@@ -11,6 +11,7 @@ mod ratelimit;
 mod redis;
 mod route;
 mod store;
+mod tls;
 mod upstream;
 mod usage;
 

@@ -57,9 +57,13 @@ impl Checker {
                 .map(|s| host_of(s).to_owned())
                 .unwrap_or_default()
         });
+        let protocol = self
+            .parsed(&format!("{p}.protocol"), u.protocol)
+            .unwrap_or_default();
         let mut timeout =
             |field: &str, value, default| self.duration(&format!("{p}.{field}"), value, default);
         UpstreamConfig {
+            protocol,
             connect_timeout: timeout("connect_timeout", u.connect_timeout, CONNECT_TIMEOUT),
             read_timeout: timeout("read_timeout", u.read_timeout, READ_TIMEOUT),
             idle_timeout: timeout("idle_timeout", u.idle_timeout, IDLE_TIMEOUT),

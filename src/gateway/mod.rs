@@ -1,6 +1,12 @@
 //! Building, starting and stopping a whole gateway: proxy, admin listener and
 //! background workers. `main` and the tests use the same path.
 
+mod listeners;
+mod reload;
+
+pub use listeners::{Handover, Listeners, UpgradeError};
+pub use reload::{ReloadError, Reloaded, Reloader};
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,16 +25,20 @@ use crate::keys::EntryContext;
 use crate::keys::KeyTable;
 use crate::keys::sync::KeySync;
 use crate::metrics::Metrics;
+use crate::proxy::door::Door;
 use crate::proxy::policy::Gate;
 use crate::proxy::routing::Routing;
-use crate::proxy::{Proxy, ProxyState, listener};
+use crate::proxy::{Proxy, ProxyState};
 use crate::ratelimit::{Health as RateLimitHealth, Limiter};
 use crate::routes::RouteIds;
 use crate::secrets;
 use crate::service::Services;
 use crate::store::{self, StoreError, Stores};
+use crate::tls::{CertSet, SniResolver};
 use crate::usage::writer::UsageWriter;
 use arc_swap::ArcSwap;
+use pingora_core::listeners::tls::TlsSettings;
+use pingora_proxy::HttpProxy;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -54,6 +64,10 @@ pub enum GatewayError {
     RateLimit(#[from] crate::ratelimit::LimiterError),
     #[error("usage spool {0}: {1}")]
     Usage(std::path::PathBuf, std::io::Error),
+    #[error("TLS listener: {0}")]
+    Tls(#[source] Box<pingora_error::Error>),
+    #[error("the gateway was built without listening sockets")]
+    NotBound,
 }
 
 /// Options that tests and embedders set; `main` uses the defaults.
@@ -69,8 +83,9 @@ pub struct Gateway {
     admin: Arc<AdminState>,
     sync: KeySync,
     usage_writer: Option<UsageWriter>,
-    proxy_listener: std::net::TcpListener,
-    admin_listener: std::net::TcpListener,
+    /// Bound by `build`; `None` after `build_unbound` (sockets come later).
+    listeners: Option<Listeners>,
+    route_ids: Arc<RouteIds>,
 }
 
 /// How long `build` waits for the first key load before starting not-ready.
@@ -91,6 +106,18 @@ impl Gateway {
     }
 
     pub async fn build_with(config: Config, opts: BuildOptions) -> Result<Gateway, GatewayError> {
+        let listeners = Listeners::bind(&config)?;
+        let mut gateway = Self::build_unbound(config, opts).await?;
+        gateway.listeners = Some(listeners);
+        Ok(gateway)
+    }
+
+    /// Builds everything but the listening sockets, which [`Self::start_on`]
+    /// takes (from the process being replaced).
+    pub async fn build_unbound(
+        config: Config,
+        opts: BuildOptions,
+    ) -> Result<Gateway, GatewayError> {
         // rustls for Redis (and the TLS listener) uses the process-wide provider: ring.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let config = Arc::new(config);
@@ -132,63 +159,46 @@ impl Gateway {
         if !admin.api_enabled() {
             tracing::info!("admin API off (no KEYGATE_ADMIN_TOKEN); health and metrics stay up");
         }
-        let bind = |what, addr| {
-            listener::bind(addr).map_err(|source| GatewayError::Bind { what, addr, source })
-        };
         Ok(Gateway {
-            proxy_listener: bind("gateway.listen", config.gateway.listen)?,
-            admin_listener: bind("admin.listen", config.admin.listen)?,
             config,
             state,
             admin,
             sync,
             usage_writer,
+            listeners: None,
+            route_ids,
         })
     }
 
     /// Starts serving. Must run inside a Tokio runtime, which hosts the admin
     /// listener and background workers; the proxy gets runtimes of its own.
-    pub fn start(self) -> Result<RunningGateway, GatewayError> {
-        let proxy_addr = self
-            .proxy_listener
-            .local_addr()
-            .map_err(GatewayError::Proxy)?;
-        let admin_addr = self
-            .admin_listener
-            .local_addr()
-            .map_err(GatewayError::Admin)?;
-        let threads = self.config.gateway.threads;
+    pub fn start(mut self) -> Result<RunningGateway, GatewayError> {
+        let listeners = self.listeners.take().ok_or(GatewayError::NotBound)?;
+        self.start_on(listeners)
+    }
 
-        let conf = Arc::new(ServerConf {
-            threads,
-            upstream_keepalive_pool_size: self.config.gateway.upstream_keepalive_pool,
-            ..ServerConf::default()
-        });
-        let mut service = pingora_proxy::http_proxy_service_with_name(
-            &conf,
-            Proxy {
-                state: self.state.clone(),
-            },
-            "keygate",
-        );
-        let addr_key = proxy_addr.to_string();
-        let fds: ListenFds = Arc::new(parking_lot::Mutex::new(Fds::new()));
-        fds.lock()
-            .add(addr_key.clone(), into_raw_fd(self.proxy_listener));
-        service.add_tcp(&addr_key);
-
-        let runtime = if self.config.gateway.work_stealing {
-            pingora_runtime::Runtime::new_steal(threads, "keygate-proxy")
-        } else {
-            pingora_runtime::Runtime::new_no_steal(threads, "keygate-proxy")
+    /// Starts serving on the given sockets.
+    pub fn start_on(self, listeners: Listeners) -> Result<RunningGateway, GatewayError> {
+        let addr = |l: &std::net::TcpListener, e: fn(std::io::Error) -> GatewayError| {
+            l.local_addr().map_err(e)
         };
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let proxy_task = runtime.get_handle().spawn(async move {
-            service.start_service(Some(fds), shutdown_rx, 1).await;
+        let proxy_addr = addr(&listeners.proxy, GatewayError::Proxy)?;
+        let admin_addr = addr(&listeners.admin, GatewayError::Admin)?;
+        let tls_addr = match &listeners.tls {
+            Some(l) => Some(addr(l, GatewayError::Proxy)?),
+            None => None,
+        };
+        let handover = listeners.handover();
+        let resolver = self.config.gateway.tls.as_ref().and_then(|t| {
+            CertSet::new(&t.certs).map(|c| Arc::new(SniResolver::new(c, t.min_tls13)))
         });
-
-        let (admin_stop_tx, admin_task) = serve_admin(self.admin_listener, self.admin.clone())?;
-
+        let (runtime, proxy_task, shutdown_tx) = serve_proxy(
+            &self.config,
+            &self.state,
+            listeners.proxy,
+            listeners.tls.map(|l| (l, resolver.clone())),
+        )?;
+        let (admin_stop_tx, admin_task) = serve_admin(listeners.admin, self.admin.clone())?;
         let (usage_stop_tx, usage_stop_rx) = watch::channel(None);
         let usage_task = self
             .usage_writer
@@ -198,14 +208,23 @@ impl Gateway {
             tokio::spawn(self.sync.run(bg_stop_rx.clone())),
             tokio::spawn(self.state.gate.limiter().clone().run_background(bg_stop_rx)),
         ];
-
+        let reloader = Reloader::new(
+            self.config.clone(),
+            self.state.clone(),
+            self.route_ids,
+            self.admin.services.keys.known_routes().clone(),
+            resolver,
+        );
         Ok(RunningGateway {
             usage_stop_tx,
             usage_task,
             bg_stop_tx,
             background,
-            proxy_addr,
-            admin_addr,
+            addrs: Addrs {
+                proxy: proxy_addr,
+                tls: tls_addr,
+                admin: admin_addr,
+            },
             grace: self.config.gateway.shutdown_grace,
             state: self.state,
             shutdown_tx,
@@ -213,8 +232,68 @@ impl Gateway {
             proxy_task,
             admin_stop_tx,
             admin_task,
+            reloader,
+            handover,
         })
     }
+}
+
+type ProxyRun = (
+    pingora_runtime::Runtime,
+    JoinHandle<()>,
+    watch::Sender<bool>,
+);
+
+/// The proxy service behind the front door, on its plain and TLS listeners,
+/// on runtimes of its own.
+fn serve_proxy(
+    config: &Config,
+    state: &Arc<ProxyState>,
+    plain: std::net::TcpListener,
+    tls: Option<(std::net::TcpListener, Option<Arc<SniResolver>>)>,
+) -> Result<ProxyRun, GatewayError> {
+    let threads = config.gateway.threads;
+    let conf = Arc::new(ServerConf {
+        threads,
+        upstream_keepalive_pool_size: config.gateway.upstream_keepalive_pool,
+        ..ServerConf::default()
+    });
+    let mut http = HttpProxy::new(
+        Proxy {
+            state: state.clone(),
+        },
+        conf,
+    );
+    http.handle_init_modules();
+    let door = Door::new(Arc::new(http), config.gateway.door, state.metrics.clone());
+    let mut service = pingora_core::services::listening::Service::new("keygate".into(), door);
+    let fds: ListenFds = Arc::new(parking_lot::Mutex::new(Fds::new()));
+    let key = plain.local_addr().map_err(GatewayError::Proxy)?.to_string();
+    fds.lock().add(key.clone(), into_raw_fd(plain));
+    service.add_tcp(&key);
+    if let Some((listener, Some(resolver))) = tls {
+        let key = listener
+            .local_addr()
+            .map_err(GatewayError::Proxy)?
+            .to_string();
+        fds.lock().add(key.clone(), into_raw_fd(listener));
+        let mut settings = TlsSettings::intermediate("", "").map_err(GatewayError::Tls)?;
+        settings.set_cert_resolver(resolver);
+        if config.gateway.tls.as_ref().is_some_and(|t| t.http2) {
+            settings.enable_h2();
+        }
+        service.add_tls_with_settings(&key, None, settings);
+    }
+    let runtime = if config.gateway.work_stealing {
+        pingora_runtime::Runtime::new_steal(threads, "keygate-proxy")
+    } else {
+        pingora_runtime::Runtime::new_no_steal(threads, "keygate-proxy")
+    };
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let task = runtime.get_handle().spawn(async move {
+        service.start_service(Some(fds), shutdown_rx, 1).await;
+    });
+    Ok((runtime, task, shutdown_tx))
 }
 
 /// Serves the admin API until the returned sender says stop.
@@ -295,10 +374,19 @@ fn into_raw_fd(l: std::net::TcpListener) -> std::os::fd::RawFd {
     l.into_raw_fd()
 }
 
+/// Where a serving gateway listens.
+#[derive(Debug, Clone, Copy)]
+pub struct Addrs {
+    pub proxy: SocketAddr,
+    pub tls: Option<SocketAddr>,
+    pub admin: SocketAddr,
+}
+
 /// A serving gateway. Dropping it without [`RunningGateway::stop`] stops it abruptly.
 pub struct RunningGateway {
-    proxy_addr: SocketAddr,
-    admin_addr: SocketAddr,
+    addrs: Addrs,
+    reloader: Reloader,
+    handover: Handover,
     grace: Duration,
     state: Arc<ProxyState>,
     shutdown_tx: watch::Sender<bool>,
@@ -314,11 +402,31 @@ pub struct RunningGateway {
 
 impl RunningGateway {
     pub fn proxy_addr(&self) -> SocketAddr {
-        self.proxy_addr
+        self.addrs.proxy
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin_addr
+        self.addrs.admin
+    }
+
+    pub fn addrs(&self) -> Addrs {
+        self.addrs
+    }
+
+    /// Re-reads the configuration file and applies what a reload can.
+    pub fn reload_file(&self, path: &std::path::Path) -> Result<Reloaded, ReloadError> {
+        self.reloader.reload_file(path)
+    }
+
+    /// Applies an already validated configuration (tests, embedders).
+    pub fn reload(&self, config: Config) -> Result<Reloaded, ReloadError> {
+        self.reloader.apply(config)
+    }
+
+    /// Hands the listening sockets to the process waiting on `socket`
+    /// (`keygate serve --upgrade`); then [`Self::stop`] this one gracefully.
+    pub fn hand_over(&self, socket: &std::path::Path) -> Result<usize, UpgradeError> {
+        self.handover.send(socket)
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
