@@ -101,11 +101,8 @@ async fn serve_until_stopped(
                 }
             },
             Event::Upgrade => match running.hand_over(&config.gateway.upgrade_socket) {
-                Ok(n) => {
-                    tracing::info!(
-                        sockets = n,
-                        "handed the listening sockets to the new process"
-                    );
+                Ok(_) => {
+                    tracing::info!("handed the listening sockets to the new process");
                     return Stop::Graceful;
                 }
                 Err(e) => tracing::error!(error = %e, "upgrade failed; still serving"),
