@@ -1,6 +1,7 @@
 //! Usage records: built on the request path, handed to a bounded queue, written
 //! in batches by [`writer::UsageWriter`]; spooled to disk rather than dropped.
 
+pub mod journal;
 pub mod record;
 pub mod spool;
 pub mod writer;
@@ -79,6 +80,17 @@ pub fn pipeline(
     metrics: Arc<Metrics>,
 ) -> std::io::Result<(UsageSink, UsageWriter)> {
     let spool = Arc::new(Spool::open(&cfg.spool_dir, cfg.spool_max_bytes)?);
+    // What crashed processes had taken from their queues goes to the spool first.
+    let journal_dir = journal::dir_for(&cfg.spool_dir);
+    let recovered = journal::recover(&journal_dir, &spool)?;
+    if recovered > 0 {
+        tracing::info!(
+            records = recovered,
+            "usage: recovered records a crashed process had queued"
+        );
+        metrics.usage(crate::metrics::UsageResult::Spooled, recovered as u64);
+    }
+    let journal = journal::Journal::create(&journal_dir)?;
     let (tx, rx) = mpsc::channel(cfg.queue_capacity);
     let sink = UsageSink {
         tx,
@@ -90,6 +102,7 @@ pub fn pipeline(
         rx,
         store,
         spool,
+        journal,
         metrics,
         batch_size: cfg.batch_size,
         flush_interval: cfg.flush_interval,

@@ -40,6 +40,21 @@ struct State {
     open: Option<Open>,
 }
 
+/// One record as a line: `<crc32 hex> <json>\n` (the spool's and the journal's format).
+pub fn encode(r: &UsageRecord, out: &mut Vec<u8>) -> io::Result<()> {
+    let start = out.len();
+    out.extend_from_slice(b"00000000 ");
+    serde_json::to_writer(&mut *out, r).map_err(io::Error::other)?;
+    let crc = crc32fast::hash(&out[start + 9..]);
+    let mut hex = [0u8; 8];
+    for (i, b) in hex.iter_mut().enumerate() {
+        *b = b"0123456789abcdef"[((crc >> (28 - 4 * i)) & 0xf) as usize];
+    }
+    out[start..start + 8].copy_from_slice(&hex);
+    out.push(b'\n');
+    Ok(())
+}
+
 fn seq_of(path: &Path) -> Option<u64> {
     path.file_stem()?.to_str()?.parse().ok()
 }
@@ -93,14 +108,13 @@ impl Spool {
         let mut st = self.state.lock();
         let mut used = self.used_bytes();
         for r in records {
-            let json = serde_json::to_vec(r).map_err(io::Error::other)?;
-            let line_len = 9 + json.len() as u64 + 1;
+            let before = lines.len();
+            encode(r, &mut lines)?;
+            let line_len = (lines.len() - before) as u64;
             if used + line_len > self.max_bytes {
+                lines.truncate(before);
                 break;
             }
-            write!(lines, "{:08x} ", crc32fast::hash(&json))?;
-            lines.extend_from_slice(&json);
-            lines.push(b'\n');
             used += line_len;
             stored += 1;
         }
@@ -198,12 +212,12 @@ impl Spool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::outcome::Outcome;
     use uuid::Uuid;
 
-    fn rec(i: u128) -> UsageRecord {
+    pub fn rec(i: u128) -> UsageRecord {
         UsageRecord {
             id: Uuid::from_u128(i),
             request_id: format!("r{i}"),

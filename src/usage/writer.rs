@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
+use super::journal::Journal;
 use super::record::UsageRecord;
 use super::spool::Spool;
 use crate::gateway::Stop;
@@ -15,13 +16,16 @@ use crate::store::UsageStore;
 
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 const FINAL_WRITE_TIMEOUT: Duration = Duration::from_secs(3);
-/// How often the writer looks at the queue (at most `usage.flush_interval`).
-const DRAIN_TICK: Duration = Duration::from_millis(50);
+/// How often the writer takes the queue into the journal (at most
+/// `usage.flush_interval`): what `kill -9` can lose is at most this much
+/// traffic, still in the queue.
+pub const DRAIN_TICK: Duration = Duration::from_millis(5);
 
 pub struct UsageWriter {
     pub(super) rx: mpsc::Receiver<UsageRecord>,
     pub(super) store: Arc<dyn UsageStore>,
     pub(super) spool: Arc<Spool>,
+    pub(super) journal: Journal,
     pub(super) metrics: Arc<Metrics>,
     pub(super) batch_size: usize,
     pub(super) flush_interval: Duration,
@@ -38,6 +42,8 @@ impl UsageWriter {
     pub async fn run(mut self, mut stop: watch::Receiver<Option<Stop>>) {
         let mut batch = Vec::with_capacity(self.batch_size);
         let drain_every = self.flush_interval.min(DRAIN_TICK);
+        // What a previous run left (its spool, a crashed process's journal) first.
+        self.replay().await;
         let mut last_flush = Instant::now();
         let how = loop {
             tokio::select! {
@@ -51,12 +57,8 @@ impl UsageWriter {
                     }
                 }
             }
-            while let Ok(r) = self.rx.try_recv() {
-                batch.push(r);
-                if batch.len() >= self.batch_size {
-                    self.flush(&mut batch, WRITE_TIMEOUT).await;
-                    last_flush = Instant::now();
-                }
+            if self.drain(&mut batch).await {
+                last_flush = Instant::now();
             }
             self.metrics.usage_queue_depth.set(self.rx.len() as i64);
             if last_flush.elapsed() >= self.flush_interval {
@@ -66,6 +68,31 @@ impl UsageWriter {
             }
         };
         self.finish(batch, how).await;
+    }
+
+    /// Takes what is queued into `batch` and the journal, flushing full
+    /// batches; returns whether it flushed.
+    async fn drain(&mut self, batch: &mut Vec<UsageRecord>) -> bool {
+        let mut flushed = false;
+        loop {
+            let start = batch.len();
+            while batch.len() < self.batch_size {
+                match self.rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = self.journal.append(&batch[start..]) {
+                // The records are still in memory and will be written; only a
+                // crash before then would lose them.
+                tracing::error!(error = %e, "usage: cannot write the journal");
+            }
+            if batch.len() < self.batch_size {
+                return flushed;
+            }
+            self.flush(batch, WRITE_TIMEOUT).await;
+            flushed = true;
+        }
     }
 
     /// Everything still queued goes to the store (graceful) or the spool (fast).
@@ -82,6 +109,9 @@ impl UsageWriter {
                 self.to_spool(&batch);
             }
         }
+        // Every record is settled: a clean exit leaves no journal behind.
+        self.settled();
+        self.journal.remove();
         if let Err(e) = self.spool.seal() {
             tracing::error!(error = %e, "usage: cannot seal the spool");
         }
@@ -139,6 +169,7 @@ impl UsageWriter {
                     self.store_ok();
                     self.written(batch);
                     batch.clear();
+                    self.settled();
                     return;
                 }
                 Ok(Err(e)) => self.store_failed(&e.to_string()),
@@ -147,6 +178,14 @@ impl UsageWriter {
         }
         self.to_spool(batch);
         batch.clear();
+        self.settled();
+    }
+
+    /// Everything taken from the queue is in the store or the spool.
+    fn settled(&mut self) {
+        if let Err(e) = self.journal.clear() {
+            tracing::error!(error = %e, "usage: cannot empty the journal");
+        }
     }
 
     fn to_spool(&self, batch: &[UsageRecord]) {

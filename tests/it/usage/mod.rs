@@ -1,8 +1,9 @@
 //! Usage records: exactly one row per request with the right fields, nothing
 //! lost through a Postgres outage under load or a SIGTERM, spool bounds, and
 //! the metrics exposition. `records`: the rows' fields; `durability`: outage,
-//! SIGTERM and a full spool; `metrics`: the exposition.
+//! SIGTERM and a full spool; `crash`: kill -9 and the journal; `metrics`: the exposition.
 
+mod crash;
 mod durability;
 mod metrics;
 mod records;
