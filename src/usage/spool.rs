@@ -55,32 +55,50 @@ pub fn encode(r: &UsageRecord, out: &mut Vec<u8>) -> io::Result<()> {
     Ok(())
 }
 
-fn seq_of(path: &Path) -> Option<u64> {
-    path.file_stem()?.to_str()?.parse().ok()
+/// A segment's sequence number and, for segments named since processes
+/// share a spool (restarts with `serve --upgrade`), the writer's pid.
+fn name_of(path: &Path) -> Option<(u64, Option<u32>)> {
+    let stem = path.file_stem()?.to_str()?;
+    match stem.split_once('-') {
+        Some((seq, pid)) => Some((seq.parse().ok()?, Some(pid.parse().ok()?))),
+        None => Some((stem.parse().ok()?, None)),
+    }
 }
 
 fn segment(dir: &Path, seq: u64, ext: &str) -> PathBuf {
-    dir.join(format!("{seq:020}.{ext}"))
+    dir.join(format!("{seq:020}-{}.{ext}", std::process::id()))
+}
+
+/// Whether another live process owns a segment (it will seal it itself).
+fn owned_by_other(pid: Option<u32>) -> bool {
+    let Some(pid) = pid.filter(|p| *p != std::process::id()) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks that the process exists.
+    libc::pid_t::try_from(pid).is_ok_and(|p| unsafe { libc::kill(p, 0) } == 0)
 }
 
 impl Spool {
-    /// Opens (creating) the spool directory and seals segments a crash left open.
+    /// Opens (creating) the spool directory and seals segments a crash left
+    /// open (not those of another live process writing to the same spool).
     pub fn open(dir: &Path, max_bytes: u64) -> io::Result<Spool> {
         fs::create_dir_all(dir)?;
         let mut used = 0;
         let mut next_seq = 1;
         for entry in fs::read_dir(dir)? {
-            let path = entry?.path();
-            let Some(seq) = seq_of(&path) else { continue };
+            let mut path = entry?.path();
+            let Some((seq, pid)) = name_of(&path) else {
+                continue;
+            };
             let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-            if ext == OPEN_EXT {
-                fs::rename(&path, segment(dir, seq, SEALED_EXT))?;
-            } else if ext != SEALED_EXT {
+            if ext == OPEN_EXT && !owned_by_other(pid) {
+                let sealed = path.with_extension(SEALED_EXT);
+                fs::rename(&path, &sealed)?;
+                path = sealed;
+            } else if ext != SEALED_EXT && ext != OPEN_EXT {
                 continue;
             }
-            used += fs::metadata(segment(dir, seq, SEALED_EXT))
-                .map(|m| m.len())
-                .unwrap_or(0);
+            used += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             next_seq = next_seq.max(seq + 1);
         }
         Ok(Spool {
@@ -166,10 +184,10 @@ impl Spool {
 
     /// Sealed segments, oldest first.
     pub fn segments(&self) -> io::Result<Vec<PathBuf>> {
-        let mut segs: Vec<(u64, PathBuf)> = fs::read_dir(&self.dir)?
+        let mut segs: Vec<((u64, Option<u32>), PathBuf)> = fs::read_dir(&self.dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().and_then(|e| e.to_str()) == Some(SEALED_EXT))
-            .filter_map(|p| seq_of(&p).map(|s| (s, p)))
+            .filter_map(|p| name_of(&p).map(|s| (s, p)))
             .collect();
         segs.sort();
         Ok(segs.into_iter().map(|(_, p)| p).collect())
@@ -197,10 +215,14 @@ impl Spool {
         Ok((records, damaged))
     }
 
-    /// Deletes a replayed segment.
+    /// Deletes a replayed segment (another process sharing the spool may
+    /// have replayed and removed it already).
     pub fn remove(&self, path: &Path) -> io::Result<()> {
         let len = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-        fs::remove_file(path)?;
+        match fs::remove_file(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            r => r?,
+        }
         self.used
             .fetch_sub(len.min(self.used_bytes()), Ordering::Relaxed);
         Ok(())
