@@ -2,6 +2,7 @@
 //! in-memory table and its sync with the store.
 
 pub mod entry;
+pub mod hours;
 pub mod intern;
 pub mod model;
 pub mod sync;

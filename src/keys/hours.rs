@@ -1,0 +1,173 @@
+//! Allowed hours: a key may be used only on some weekdays between two local
+//! times in an IANA time zone, e.g. Mon–Fri 08:00–18:00 Europe/Berlin.
+//! Evaluated in the zone's local time at the moment of the request, so
+//! daylight-saving switches move the window with the clock on the wall.
+//!
+//! `from` is inclusive, `to` exclusive. A window that ends at or before it
+//! starts (`22:00`–`06:00`) runs overnight: it opens on the listed days and
+//! closes the next morning.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Datelike, NaiveTime, Timelike, Utc, Weekday};
+use chrono_tz::Tz;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// As written in the API and stored: `{"tz", "days", "from", "to"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AllowedHours {
+    /// IANA zone, e.g. `Europe/Berlin`.
+    #[schema(value_type = String)]
+    pub tz: Zone,
+    /// `mon` … `sun`; empty: every day.
+    #[serde(default)]
+    pub days: Vec<Day>,
+    /// `HH:MM`, local time, inclusive.
+    #[schema(value_type = String)]
+    pub from: Clock,
+    /// `HH:MM`, local time, exclusive.
+    #[schema(value_type = String)]
+    pub to: Clock,
+}
+
+/// An IANA time zone by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Zone(pub Tz);
+
+/// A wall-clock time of day, minutes precision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Clock(pub NaiveTime);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Day {
+    Mon,
+    Tue,
+    Wed,
+    Thu,
+    Fri,
+    Sat,
+    Sun,
+}
+
+impl Day {
+    fn weekday(self) -> Weekday {
+        match self {
+            Day::Mon => Weekday::Mon,
+            Day::Tue => Weekday::Tue,
+            Day::Wed => Weekday::Wed,
+            Day::Thu => Weekday::Thu,
+            Day::Fri => Weekday::Fri,
+            Day::Sat => Weekday::Sat,
+            Day::Sun => Weekday::Sun,
+        }
+    }
+}
+
+impl AllowedHours {
+    fn on(&self, day: Weekday) -> bool {
+        self.days.is_empty() || self.days.iter().any(|d| d.weekday() == day)
+    }
+
+    /// Whether `now` falls in the window.
+    pub fn allows(&self, now: DateTime<Utc>) -> bool {
+        let local = now.with_timezone(&self.tz.0);
+        let time = local.time().with_second(0).and_then(|t| t.with_nanosecond(0));
+        let Some(time) = time else { return false };
+        let (from, to) = (self.from.0, self.to.0);
+        if from < to {
+            return self.on(local.weekday()) && from <= time && time < to;
+        }
+        // Overnight: the evening of a listed day, or the morning after one.
+        (time >= from && self.on(local.weekday())) || (time < to && self.on(local.weekday().pred()))
+    }
+}
+
+impl fmt::Display for Zone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.name())
+    }
+}
+
+impl Serialize for Zone {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Zone {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        Tz::from_str(&name)
+            .map(Zone)
+            .map_err(|_| serde::de::Error::custom(format!("{name:?} is not an IANA time zone, e.g. \"Europe/Berlin\"")))
+    }
+}
+
+impl Serialize for Clock {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0.format("%H:%M").to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Clock {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        NaiveTime::parse_from_str(&text, "%H:%M")
+            .map(Clock)
+            .map_err(|_| serde::de::Error::custom(format!("{text:?} is not a time HH:MM")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn hours(json: &str) -> AllowedHours {
+        serde_json::from_str(json).expect("hours")
+    }
+
+    fn utc(y: i32, m: u32, d: u32, h: u32, min: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, m, d, h, min, 0).single().expect("time")
+    }
+
+    #[test]
+    fn office_hours_follow_berlin_across_daylight_saving() {
+        let h = hours(r#"{"tz":"Europe/Berlin","days":["mon","tue","wed","thu","fri"],"from":"08:00","to":"18:00"}"#);
+        // Winter (UTC+1): Friday 2026-03-27 07:00Z is 08:00 local.
+        assert!(h.allows(utc(2026, 3, 27, 7, 0)));
+        assert!(!h.allows(utc(2026, 3, 27, 6, 59)));
+        // Clocks go forward on Sunday 2026-03-29; Monday 03-30 is UTC+2:
+        // 08:00 local is 06:00Z, and 07:00Z (09:00 local) is inside.
+        assert!(h.allows(utc(2026, 3, 30, 6, 0)));
+        assert!(!h.allows(utc(2026, 3, 30, 5, 59)));
+        assert!(!h.allows(utc(2026, 3, 30, 16, 0)), "18:00 local is closed");
+        // Back to UTC+1 after Sunday 2026-10-25: Monday 10-26 08:00 local = 07:00Z.
+        assert!(!h.allows(utc(2026, 10, 26, 6, 30)));
+        assert!(h.allows(utc(2026, 10, 26, 7, 0)));
+        // Weekends are closed.
+        assert!(!h.allows(utc(2026, 3, 28, 10, 0)));
+    }
+
+    #[test]
+    fn overnight_windows_close_the_next_morning() {
+        let h = hours(r#"{"tz":"UTC","days":["fri"],"from":"22:00","to":"06:00"}"#);
+        assert!(h.allows(utc(2026, 3, 27, 23, 0)), "Friday night");
+        assert!(h.allows(utc(2026, 3, 28, 5, 59)), "Saturday morning, after Friday");
+        assert!(!h.allows(utc(2026, 3, 28, 6, 0)));
+        assert!(!h.allows(utc(2026, 3, 28, 23, 0)), "Saturday night is not listed");
+    }
+
+    #[test]
+    fn bad_values_name_the_problem() {
+        let e = serde_json::from_str::<AllowedHours>(r#"{"tz":"Mars/Base","from":"08:00","to":"18:00"}"#)
+            .expect_err("zone");
+        assert!(e.to_string().contains("IANA"), "{e}");
+        let e = serde_json::from_str::<AllowedHours>(r#"{"tz":"UTC","from":"8am","to":"18:00"}"#)
+            .expect_err("time");
+        assert!(e.to_string().contains("HH:MM"), "{e}");
+    }
+}
