@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use keygate::config::OnBackendError;
 use keygate::config::file::TopologyName;
+use keygate::service::CreatedKey;
 
 use super::{
     BACKEND_ERRORS, blocking, burst, exact, hourly, key, ready_field, redis_backend, routed,
@@ -49,6 +50,38 @@ async fn followed(gws: [&TestGateway; 2]) -> bool {
         }
     }
     true
+}
+
+async fn backend_errors(gws: [&TestGateway; 2]) -> [f64; 2] {
+    [
+        gws[0].metric(BACKEND_ERRORS).await,
+        gws[1].metric(BACKEND_ERRORS).await,
+    ]
+}
+
+/// L of N for `fresh` over both gateways, counted on the master at
+/// `port`, with no backend error meanwhile.
+async fn exact_again_on(port: u16, gws: [&TestGateway; 2], fresh: &CreatedKey) {
+    let errors = backend_errors(gws).await;
+    // The gap was real: both fell back to local counting at some point.
+    assert!(
+        errors.iter().all(|e| *e > 0.0),
+        "no backend errors: {errors:?}"
+    );
+    let got = burst(&gws, fresh.secret.expose(), 60, 16).await;
+    assert_eq!(got, exact(20, 60));
+    assert_eq!(
+        backend_errors(gws).await,
+        errors,
+        "backend errors after the failover"
+    );
+    let pattern = format!("kg:{{{}}}:k:hour:*", fresh.key.lineage_id);
+    let url = format!("redis://127.0.0.1:{port}");
+    let stored = query(&url, &["KEYS", &pattern]).expect("KEYS on the new master");
+    let redis::Value::Array(stored) = stored else {
+        panic!("KEYS: {stored:?}");
+    };
+    assert!(!stored.is_empty(), "no counters on the new master");
 }
 
 #[tokio::test]
@@ -114,27 +147,7 @@ async fn failover_answers_every_request_and_limits_are_exact_after_it() {
     );
     assert_eq!(new_port, sentinel.replica_port());
 
-    // Exact again, on the new master, with no backend error meanwhile.
-    let errors = [
-        a.metric(BACKEND_ERRORS).await,
-        b.metric(BACKEND_ERRORS).await,
-    ];
-    assert_eq!(
-        burst(&[&a, &b], fresh.secret.expose(), 60, 16).await,
-        exact(20, 60)
-    );
-    let after = [
-        a.metric(BACKEND_ERRORS).await,
-        b.metric(BACKEND_ERRORS).await,
-    ];
-    assert_eq!(errors, after, "backend errors after the failover");
-    let pattern = format!("kg:{{{}}}:k:hour:*", fresh.key.lineage_id);
-    let url = format!("redis://127.0.0.1:{new_port}");
-    let stored = query(&url, &["KEYS", &pattern]).expect("KEYS on the new master");
-    let redis::Value::Array(stored) = stored else {
-        panic!("KEYS: {stored:?}");
-    };
-    assert!(!stored.is_empty(), "no counters on the new master");
+    exact_again_on(new_port, [&a, &b], &fresh).await;
     a.stop().await;
     b.stop().await;
     drop(sentinel);
