@@ -35,6 +35,57 @@ pub enum TargetError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    /// The TLS handshake was refused; `cause` says why in the operator's terms.
+    #[error("TLS to Redis failed: {cause}: {source}")]
+    Tls {
+        cause: &'static str,
+        source: RedisError,
+    },
+}
+
+/// A driver error, with a refused TLS handshake told apart (by the rustls
+/// verdict inside it) so that the log says what to fix.
+fn classify(e: RedisError) -> TargetError {
+    match tls_cause(&e) {
+        Some(cause) => TargetError::Tls { cause, source: e },
+        None => TargetError::Redis(e),
+    }
+}
+
+fn tls_cause(e: &RedisError) -> Option<&'static str> {
+    use rustls::CertificateError as C;
+    use std::error::Error;
+    type Shared = std::sync::Arc<dyn Error + Send + Sync>;
+    let mut next: Option<&(dyn Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        // The driver keeps an I/O error behind an `Arc`; tokio-rustls puts
+        // the rustls error inside the I/O error.
+        let err: &(dyn Error + 'static) = match err.downcast_ref::<Shared>() {
+            Some(shared) => &**shared,
+            None => err,
+        };
+        let inner = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|i| i.downcast_ref::<rustls::Error>());
+        if let Some(tls) = inner.or_else(|| err.downcast_ref::<rustls::Error>()) {
+            return Some(match tls {
+                rustls::Error::InvalidCertificate(C::UnknownIssuer) => {
+                    "the server's certificate is not signed by a trusted CA (check ratelimit.tls_ca_file)"
+                }
+                rustls::Error::InvalidCertificate(
+                    C::NotValidForName | C::NotValidForNameContext { .. },
+                ) => "the server's certificate does not name the host in the Redis URL",
+                rustls::Error::InvalidCertificate(_) => "the server's certificate is not valid",
+                rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
+                    "the server does not speak TLS (a redis:// port behind a rediss:// URL?)"
+                }
+                _ => "the TLS handshake was refused",
+            });
+        }
+        next = err.source();
+    }
+    None
 }
 
 /// A connection of any topology; scripts run on it alike.
@@ -200,7 +251,8 @@ impl Target {
             Target::Standalone(client) => {
                 let mut conn = client
                     .get_multiplexed_async_connection_with_config(&cfg)
-                    .await?;
+                    .await
+                    .map_err(classify)?;
                 refuse_cluster_node(&mut conn).await?;
                 Ok(Opened {
                     conn: Conn::Single(conn),
@@ -208,15 +260,21 @@ impl Target {
                 })
             }
             Target::Cluster(client) => Ok(Opened {
-                conn: Conn::Cluster(client.get_async_connection().await?),
+                conn: Conn::Cluster(client.get_async_connection().await.map_err(classify)?),
                 master: None,
             }),
             Target::Sentinel(sentinel) => {
-                let client = sentinel.lock().await.async_get_client().await?;
+                let client = sentinel
+                    .lock()
+                    .await
+                    .async_get_client()
+                    .await
+                    .map_err(classify)?;
                 let master = client.get_connection_info().addr().to_string();
                 let conn = client
                     .get_multiplexed_async_connection_with_config(&cfg)
-                    .await?;
+                    .await
+                    .map_err(classify)?;
                 Ok(Opened {
                     conn: Conn::Single(conn),
                     master: Some(master),
@@ -238,6 +296,26 @@ async fn refuse_cluster_node(conn: &mut MultiplexedConnection) -> Result<(), Tar
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tls_error(e: rustls::Error) -> RedisError {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, e).into()
+    }
+
+    #[test]
+    fn tls_refusals_name_their_cause() {
+        let unknown = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let e = classify(tls_error(unknown));
+        assert!(matches!(e, TargetError::Tls { .. }), "{e}");
+        assert!(e.to_string().contains("ratelimit.tls_ca_file"), "{e}");
+        let name = rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName);
+        assert!(
+            classify(tls_error(name))
+                .to_string()
+                .contains("does not name the host")
+        );
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(matches!(classify(refused.into()), TargetError::Redis(_)));
+    }
 
     #[test]
     fn sentinel_addresses() {

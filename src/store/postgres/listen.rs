@@ -40,13 +40,22 @@ pub(super) async fn connect(
     let mut l = PgListener::connect_with(direct).await.map_err(db_err)?;
     l.listen(CHANNEL).await.map_err(db_err)?;
     let probe = format!("{PROBE_PREFIX}{}", uuid::Uuid::new_v4().simple());
-    sqlx::query("SELECT pg_notify($1, $2)")
+    let sent = sqlx::query("SELECT pg_notify($1, $2)")
         .bind(CHANNEL)
         .bind(&probe)
         .persistent(persistent)
         .execute(pool)
-        .await
-        .map_err(db_err)?;
+        .await;
+    match sent {
+        Ok(_) => {}
+        // The probe came back to the pool's connection instead: behind a
+        // transaction pooler both share a server connection, and the
+        // listener hears nothing reliably.
+        Err(sqlx::Error::Protocol(m)) if m.contains("NotificationResponse") => {
+            return Err(StoreError::DeafListener);
+        }
+        Err(e) => return Err(db_err(e)),
+    }
     let heard = tokio::time::timeout(PROBE_WAIT, async {
         loop {
             match l.try_recv().await {

@@ -17,7 +17,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 use uuid::Uuid;
 
 use crate::config::Pooler;
@@ -66,11 +66,27 @@ pub struct Pg {
 /// A Postgres store: the shared SQL over [`Pg`].
 pub type PgStore = SqlStore<Pg>;
 
+/// Whether the URL (or `PGSSLROOTCERT`) names a root certificate.
+fn names_root_cert(url: &str) -> bool {
+    let in_url = url.split_once('?').is_some_and(|(_, query)| {
+        query.split('&').any(|pair| {
+            let key = pair.split('=').next().unwrap_or(pair);
+            matches!(key, "sslrootcert" | "ssl-root-cert" | "ssl-ca")
+        })
+    });
+    in_url || std::env::var_os("PGSSLROOTCERT").is_some()
+}
+
 fn options(url: &str, pooler: Pooler) -> Result<PgConnectOptions, StoreError> {
     // The URL may hold a password: the error never echoes it.
-    let opts = PgConnectOptions::from_str(url)
+    let mut opts = PgConnectOptions::from_str(url)
         .map_err(StoreError::Url)?
         .application_name("keygate");
+    // As libpq: `require` with a root certificate verifies the chain
+    // (verify-ca); sqlx alone would encrypt without checking it.
+    if matches!(opts.get_ssl_mode(), PgSslMode::Require) && names_root_cert(url) {
+        opts = opts.ssl_mode(PgSslMode::VerifyCa);
+    }
     Ok(match pooler {
         Pooler::None => opts,
         // PgBouncer refuses unknown startup parameters; keygate reads no floats.
@@ -187,5 +203,39 @@ impl Dialect for Pg {
         batch: &[UsageRecord],
     ) -> Result<HashSet<Uuid>, StoreError> {
         usage::insert(tx, batch).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(url: &str) -> PgSslMode {
+        options(url, Pooler::None)
+            .map(|o| o.get_ssl_mode())
+            .unwrap_or(PgSslMode::Disable)
+    }
+
+    #[test]
+    fn require_with_a_root_certificate_verifies_the_chain() {
+        let base = "postgres://u@db/kg";
+        assert!(matches!(
+            mode(&format!("{base}?sslmode=require&sslrootcert=/ca.pem")),
+            PgSslMode::VerifyCa
+        ));
+        if std::env::var_os("PGSSLROOTCERT").is_none() {
+            assert!(matches!(
+                mode(&format!("{base}?sslmode=require")),
+                PgSslMode::Require
+            ));
+        }
+        assert!(matches!(
+            mode(&format!("{base}?sslmode=verify-full&sslrootcert=/ca.pem")),
+            PgSslMode::VerifyFull
+        ));
+        assert!(matches!(
+            mode(&format!("{base}?sslmode=prefer&sslrootcert=/ca.pem")),
+            PgSslMode::Prefer
+        ));
     }
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::pg::PgServer;
 use super::procs::ScratchDir;
-use super::tls::{TestCa, TlsFiles, write_pem};
+use super::tls::{Issued, TestCa, TlsFiles, write_pem};
 use super::users;
 
 /// Postgres with `ssl=on`. Fields drop in order: the server, then its files.
@@ -37,9 +37,19 @@ impl PgTls {
 
     /// A TLS server; `tls_only` makes `sslmode=disable` connections fail.
     pub fn start_with(ca: &TestCa, tls_only: bool) -> PgTls {
+        Self::start_issued(ca, ca.issue(&["localhost", "127.0.0.1"]), tls_only)
+    }
+
+    /// A TLS-only server whose certificate names only `names` (for host
+    /// mismatch tests: connect by another name or address).
+    pub fn start_for(ca: &TestCa, names: &[&str]) -> PgTls {
+        Self::start_issued(ca, ca.issue(names), true)
+    }
+
+    fn start_issued(ca: &TestCa, issued: Issued, tls_only: bool) -> PgTls {
         let dir = ScratchDir::new("pg-tls");
         let owner = users::postgres_ids();
-        let files = ca.write_server_files(&dir, owner);
+        let files = issued.write(&dir, owner, ca);
         let hba = if tls_only { HBA_TLS_ONLY } else { HBA_ANY };
         let hba_path = write_pem(dir.path(), "pg_hba.conf", hba, 0o644, owner);
         let settings = [

@@ -1,14 +1,17 @@
 //! Child processes for test services (postgres, redis-server).
 //!
 //! Children are spawned from one long-lived thread with a parent-death signal,
-//! so they die with the test process even if it is killed.
+//! so they die with the test process even if it is killed. Services kept for
+//! the whole run (in statics, never dropped) are stopped and their scratch
+//! directories removed when the test process exits.
 
 use std::io;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::mpsc;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, Once, OnceLock};
+use std::time::Duration;
 
 type Request = (Command, mpsc::Sender<io::Result<Child>>);
 
@@ -49,7 +52,58 @@ pub fn spawn(mut cmd: Command, death_signal: i32) -> io::Result<Child> {
         .expect("spawner")
         .send((cmd, tx))
         .map_err(|_| io::Error::other("spawner gone"))?;
-    rx.recv().map_err(|_| io::Error::other("spawner gone"))?
+    let child = rx.recv().map_err(|_| io::Error::other("spawner gone"))??;
+    at_exit_cleanup();
+    CHILDREN.lock().expect("children").push(child.id());
+    Ok(child)
+}
+
+/// Every child spawned, and every scratch directory not yet dropped.
+static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+static LIVE_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn at_exit_cleanup() {
+    static ONCE: Once = Once::new();
+    // SAFETY: registers a plain function with no preconditions.
+    ONCE.call_once(|| unsafe {
+        libc::atexit(clean_up);
+    });
+}
+
+/// At exit: SIGKILLs the children still ours (a reaped child's pid may have
+/// been reused: only a process whose parent is this one is killed), then
+/// removes the scratch directories nothing dropped.
+extern "C" fn clean_up() {
+    let children = CHILDREN.lock().map(|c| c.clone()).unwrap_or_default();
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() };
+    for pid in children {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1));
+        if ppid == Some(me.to_string().as_str()) {
+            // SAFETY: kill(2) on our own child.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+        }
+    }
+    let dirs = LIVE_DIRS
+        .lock()
+        .map(|mut d| std::mem::take(&mut *d))
+        .unwrap_or_default();
+    if !dirs.is_empty() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for dir in dirs {
+        for _ in 0..3 {
+            if std::fs::remove_dir_all(&dir).is_ok() || !dir.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 /// Finds an installed program, in PATH or in the given extra directories.
@@ -109,6 +163,8 @@ impl ScratchDir {
             uuid::Uuid::new_v4().simple()
         ));
         std::fs::create_dir_all(&p).expect("scratch dir");
+        at_exit_cleanup();
+        LIVE_DIRS.lock().expect("scratch dirs").push(p.clone());
         ScratchDir(p)
     }
 
@@ -119,6 +175,9 @@ impl ScratchDir {
 
 impl Drop for ScratchDir {
     fn drop(&mut self) {
+        if let Ok(mut live) = LIVE_DIRS.lock() {
+            live.retain(|d| d != &self.0);
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
