@@ -53,6 +53,7 @@ fn row(owner: &str, hash: keygate::auth::hash::KeyHash) -> KeyRow {
             metadata: BTreeMap::from([("plan".to_string(), "gold".to_string())]),
             ..KeySpec::default()
         },
+        credits: None,
     }
 }
 
@@ -198,7 +199,8 @@ fn bench_ratelimit(c: &mut Criterion) {
         day: Some(1 << 40),
         month: None,
     };
-    let checks = keygate::ratelimit::decision::plan(&limits, 0, &Limits::default());
+    let checks =
+        keygate::ratelimit::decision::plan(&limits, 0, &Limits::default(), &Limits::default());
     let id = Uuid::now_v7();
     c.bench_function("ratelimit/local_decision_4_windows", |b| {
         // A clock that moves within one second, as consecutive requests see it.

@@ -31,10 +31,14 @@ pub enum Outcome {
     UpstreamError,
     /// The client went away before the response was complete.
     ClientClosed,
+    /// The key's owner is disabled.
+    OwnerDisabled,
+    /// The key's (or its owner's) credits do not cover the route's cost.
+    CreditsExhausted,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 18] = [
+    pub const ALL: [Outcome; 20] = [
         Outcome::Ok,
         Outcome::MissingKey,
         Outcome::InvalidKey,
@@ -53,6 +57,8 @@ impl Outcome {
         Outcome::RateLimitUnavailable,
         Outcome::UpstreamError,
         Outcome::ClientClosed,
+        Outcome::OwnerDisabled,
+        Outcome::CreditsExhausted,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -80,6 +86,8 @@ impl Outcome {
             Outcome::RateLimitUnavailable => "rate_limit_unavailable",
             Outcome::UpstreamError => "upstream_error",
             Outcome::ClientClosed => "client_closed",
+            Outcome::OwnerDisabled => "owner_disabled",
+            Outcome::CreditsExhausted => "credits_exhausted",
         }
     }
 
@@ -95,7 +103,9 @@ impl Outcome {
             | Outcome::InvalidKey
             | Outcome::ExpiredKey
             | Outcome::RevokedKey
-            | Outcome::DisabledKey => 401,
+            | Outcome::DisabledKey
+            | Outcome::OwnerDisabled => 401,
+            Outcome::CreditsExhausted => 402,
             Outcome::InsufficientScope | Outcome::IpNotAllowed | Outcome::RouteNotAllowed => 403,
             Outcome::RouteNotFound => 404,
             Outcome::InvalidRequest => 400,
@@ -128,6 +138,8 @@ impl Outcome {
             Outcome::RateLimitUnavailable => "rate limiting is temporarily unavailable",
             Outcome::UpstreamError => "the upstream response failed",
             Outcome::ClientClosed => "the client closed the connection",
+            Outcome::OwnerDisabled => "the API key's owner is disabled",
+            Outcome::CreditsExhausted => "the API key has no credits left for this request",
         }
     }
 }
@@ -137,8 +149,16 @@ pub enum Detail {
     None,
     ExpiredAt(DateTime<Utc>),
     RequiredScopes(Vec<String>),
-    RateLimited { window: Window, retry_after: u64 },
+    RateLimited {
+        window: Window,
+        retry_after: u64,
+    },
     RetryAfter(u64),
+    /// 402: what is left and what the request needed.
+    Credits {
+        remaining: i64,
+        cost: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -178,6 +198,10 @@ impl Rejection {
             } => {
                 error["window"] = json!(window.as_str());
                 error["retry_after"] = json!(retry_after);
+            }
+            Detail::Credits { remaining, cost } => {
+                error["credits_remaining"] = json!(remaining);
+                error["cost"] = json!(cost);
             }
         }
         Bytes::from(json!({ "error": error }).to_string())

@@ -19,7 +19,7 @@ use axum::middleware;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 
-use crate::config::Secret;
+use crate::config::AdminToken;
 use crate::keys::KeyTable;
 use crate::proxy::ProxyState;
 use crate::ratelimit::Health as RateLimitHealth;
@@ -48,7 +48,7 @@ impl AdminState {
         readiness: Readiness,
         services: Services,
         proxy: Arc<ProxyState>,
-        tokens: &[Secret],
+        tokens: &[AdminToken],
     ) -> AdminState {
         AdminState {
             readiness,

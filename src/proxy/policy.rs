@@ -18,14 +18,18 @@ use crate::auth::client_ip::{canonical, client_ip, is_trusted};
 use crate::auth::{decide::decide, hash::KeyHasher, key};
 use crate::clock::Clock;
 use crate::config::{AuthMode, Config, RouteConfig};
+use crate::credits::ChargedTo;
 use crate::keys::{KeyEntry, KeyTable};
 use crate::outcome::{Outcome, Rejection};
-use crate::ratelimit::{Limiter, RateStatus};
+use crate::ratelimit::{Debit, Limiter, RateStatus};
 use crate::usage::UsageRecord;
 
 pub const KEY_ID: &str = "x-keygate-key-id";
 pub const OWNER_ID: &str = "x-keygate-owner-id";
 pub const SCOPES: &str = "x-keygate-scopes";
+/// The balance after this request: upstream, and to the client.
+pub const CREDITS_UPSTREAM: &str = "x-keygate-credits-remaining";
+pub const CREDITS_CLIENT: &str = "x-credits-remaining";
 
 pub struct Gate {
     key_header: HeaderName,
@@ -67,6 +71,9 @@ pub struct Decision {
     pub key: Option<Arc<KeyEntry>>,
     /// Rate-limit state for the response headers.
     pub rate: Option<RateStatus>,
+    /// The credit balance after the request, and what it was charged.
+    pub credits_remaining: Option<i64>,
+    pub debit: Option<Debit>,
     pub verdict: Result<(), Rejection>,
 }
 
@@ -238,17 +245,27 @@ impl Gate {
                 return Decision {
                     key,
                     rate: None,
+                    credits_remaining: None,
+                    debit: None,
                     verdict: Err(rejection),
                 };
             }
         };
-        let (rate, verdict) = match self.limiter.check(&entry, a.route).await {
-            Ok(rate) => (rate, Ok(())),
-            Err((rejection, rate)) => (rate, Err(rejection)),
+        let owner = entry.owner.state.load();
+        let (limited, verdict) = match self.limiter.check(&entry, &owner, a.route).await {
+            Ok(l) => (l, Ok(())),
+            Err((rejection, l)) => (l, Err(rejection)),
+        };
+        drop(owner);
+        let (credits_remaining, debit) = match limited.credits {
+            Some(c) => (Some(c.remaining), c.debit),
+            None => (None, None),
         };
         Decision {
             key: Some(entry),
-            rate,
+            rate: limited.rate,
+            credits_remaining,
+            debit,
             verdict,
         }
     }
@@ -278,6 +295,8 @@ impl Gate {
         let d = self.decide(&attempt).await;
         ctx.key = d.key;
         ctx.rate = d.rate;
+        ctx.credits_remaining = d.credits_remaining;
+        ctx.debit = d.debit;
         d.verdict
     }
 
@@ -301,9 +320,16 @@ impl Gate {
             req.insert_header(KEY_ID, key.key_id_header())?;
             req.insert_header(OWNER_ID, key.owner.header.clone())?;
             req.insert_header(SCOPES, key.policy.scopes_header.clone())?;
+            // The owner's forwarded metadata, then the key's (which wins).
+            for (name, value) in key.owner.state.load().metadata_headers.iter() {
+                req.insert_header(name.clone(), value.clone())?;
+            }
             for (name, value) in key.policy.metadata_headers.iter() {
                 req.insert_header(name.clone(), value.clone())?;
             }
+        }
+        if let Some(n) = ctx.credits_remaining {
+            req.insert_header(CREDITS_UPSTREAM, n)?;
         }
         Ok(())
     }
@@ -322,6 +348,14 @@ impl Gate {
             resp.insert_header("x-ratelimit-reset", r.reset_secs)?;
             resp.insert_header("ratelimit-policy", r.policy.as_str())?;
             resp.insert_header("ratelimit", r.current.as_str())?;
+        }
+        if let Some(n) = ctx.credits_remaining {
+            // A post-paid request's reported cost is known by now (not yet settled).
+            let reported = ctx
+                .debit
+                .as_ref()
+                .map_or(0, |d| d.credits(ctx.reported_cost) - d.reserved);
+            resp.insert_header(CREDITS_CLIENT, n.saturating_sub(reported).max(0))?;
         }
         if let Some(d) = ctx.key.as_ref().and_then(|k| k.deprecation.as_deref()) {
             resp.insert_header("deprecation", format!("@{}", d.since.timestamp()))?;
@@ -357,7 +391,36 @@ impl Gate {
             bytes_out: s.bytes_out,
             client_ip: s.client_ip,
             deprecated_key: key.is_some_and(|k| k.deprecation.is_some()),
+            credits: 0,
+            charged_to: None,
         }
+    }
+
+    /// A post-paid route: the cost the upstream reported in the route's
+    /// `cost_header` (a whole number from 0 to 10^15; anything else is ignored).
+    pub fn read_cost(&self, resp: &ResponseHeader, ctx: &mut RequestCtx) {
+        let header = ctx.route.and_then(|r| self.routes[r].cost_header.as_ref());
+        if let Some(h) = header {
+            ctx.reported_cost = resp
+                .headers
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .filter(|n| (0..=crate::credits::MAX_CREDITS).contains(n));
+        }
+    }
+
+    /// After the response: what the request cost and whose balance paid,
+    /// for its usage record; a post-paid difference is settled in the
+    /// background (never on the client's time).
+    pub fn finish_charge(&self, ctx: &RequestCtx) -> Option<(i64, ChargedTo)> {
+        let debit = ctx.debit.as_ref()?;
+        let credits = debit.credits(ctx.reported_cost);
+        if credits != debit.reserved {
+            let (limiter, debit) = (self.limiter.clone(), debit.clone());
+            tokio::spawn(async move { limiter.settle(&debit, credits).await });
+        }
+        Some((credits, debit.charged_to.clone()))
     }
 }
 

@@ -120,10 +120,11 @@ impl ProxyHttp for Proxy {
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
-        _resp: &mut ResponseHeader,
+        resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.upstream_answered.get_or_insert_with(Instant::now);
+        self.state.gate.read_cost(resp, ctx);
         Ok(())
     }
 
@@ -176,6 +177,7 @@ impl ProxyHttp for Proxy {
         let s = &self.state;
         s.metrics
             .request(ctx.route, ctx.outcome, elapsed.as_secs_f64());
+        let charge = s.gate.finish_charge(ctx);
         let Some(usage) = &s.usage else { return };
         let served = Served {
             request_id: ctx.request_id(),
@@ -188,10 +190,13 @@ impl ProxyHttp for Proxy {
             bytes_out: session.body_bytes_sent() as u64,
             client_ip: ctx.client_ip,
         };
-        usage.record(
-            s.gate
-                .usage_record(ctx.key.as_deref(), ctx.route, ctx.outcome, served),
-        );
+        let mut record = s
+            .gate
+            .usage_record(ctx.key.as_deref(), ctx.route, ctx.outcome, served);
+        if let Some((credits, to)) = charge {
+            (record.credits, record.charged_to) = (credits, Some(to));
+        }
+        usage.record(record);
     }
 }
 

@@ -10,10 +10,13 @@
 pub mod batched;
 pub mod blocked;
 pub mod breaker;
+mod conclude;
+pub mod credit;
 pub mod decision;
 mod health;
 pub mod memory;
 pub mod redis;
+mod request;
 mod status;
 pub mod window;
 
@@ -25,18 +28,39 @@ use tokio::sync::watch;
 use crate::clock::Clock;
 use crate::config::{Config, OnBackendError, RateLimitBackend};
 use crate::keys::KeyEntry;
+use crate::keys::entry::OwnerState;
 use crate::metrics::Metrics;
 use crate::outcome::{Detail, Outcome, Rejection};
 use blocked::{Block, BlockCache};
-use decision::{Check, Span, Verdict, WindowStatus, plan};
+pub use credit::Debit;
+use credit::{RouteCost, Seeds};
+use decision::{Check, Span, WindowStatus, plan};
 pub use health::{BackendState, Health};
 use memory::MemoryLimiter;
 use redis::RedisBackend;
 pub use status::RateStatus;
 use window::Limits;
 
-/// The outcome of a check: headers to send, and a rejection if refused.
-pub type LimitResult = Result<Option<RateStatus>, (Rejection, Option<RateStatus>)>;
+/// What a check found: rate-limit state for the headers, and the credits.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Limited {
+    pub rate: Option<RateStatus>,
+    pub credits: Option<Box<Credits>>,
+}
+
+/// The credit part of a check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credits {
+    /// The balance after the request (also when refused for credits).
+    pub remaining: i64,
+    /// What an admitted request was charged.
+    pub debit: Option<Debit>,
+}
+
+/// The outcome of a check, and a rejection if refused.
+pub type LimitResult = Result<Limited, (Rejection, Limited)>;
+
+use request::Req;
 
 pub struct Limiter {
     redis: Option<Arc<RedisBackend>>,
@@ -50,6 +74,8 @@ pub struct Limiter {
     probe_interval: Duration,
     route_names: Vec<Box<str>>,
     route_caps: Vec<Limits>,
+    route_costs: Vec<RouteCost>,
+    seeds: Seeds,
     clock: Clock,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
@@ -98,10 +124,25 @@ impl Limiter {
                 .map(|r| r.name.as_str().into())
                 .collect(),
             route_caps: config.routes.iter().map(|r| r.rate_limits).collect(),
+            route_costs: config
+                .routes
+                .iter()
+                .map(|r| RouteCost {
+                    cost: i64::try_from(r.cost).unwrap_or(i64::MAX),
+                    post_paid: r.cost_header.is_some(),
+                })
+                .collect(),
+            seeds: Seeds::default(),
             clock,
             metrics,
             health,
         })
+    }
+
+    /// Where balances missing from the limiter are rebuilt from.
+    pub fn with_ledger(mut self, ledger: Arc<dyn crate::store::CreditLedger>) -> Limiter {
+        self.seeds = Seeds::new(ledger);
+        self
     }
 
     fn probe_timeout(&self) -> Duration {
@@ -131,81 +172,64 @@ impl Limiter {
         self.metrics.ratelimit_degraded.set(i64::from(degraded));
     }
 
-    /// Checks and counts one request of `key` on `route`.
-    /// `route`: `None` for a verify call without a route (key limits only).
-    pub async fn check(&self, key: &KeyEntry, route: Option<usize>) -> LimitResult {
+    /// Checks and counts one request of `key` (whose owner is in `owner`
+    /// state) on `route`, and debits its credits.
+    /// `route`: `None` for a verify call without a route (no route cap).
+    pub async fn check(
+        &self,
+        key: &KeyEntry,
+        owner: &OwnerState,
+        route: Option<usize>,
+    ) -> LimitResult {
         // No route: an index no route has, so no route caps or blocks apply.
         let route = route.unwrap_or(usize::MAX);
         let route16 = route.min(usize::from(u16::MAX)) as u16;
-        let caps = self.route_caps.get(route).copied().unwrap_or_default();
-        if key.limits().is_empty() && caps.is_empty() {
-            return Ok(None);
-        }
-        let checks = plan(key.limits(), route16, &caps);
-        if checks.is_empty() {
-            return Ok(None);
-        }
+        let default_cap = self.route_caps.get(route).copied().unwrap_or_default();
+        let caps = request::route_cap(key, owner, route, default_cap);
+        let cost = self
+            .route_costs
+            .get(route)
+            .copied()
+            .unwrap_or(RouteCost::DEFAULT);
         let now = self.clock.now_ms().max(0) as u64;
-        if let Some(block) = self.blocked.get(key.limit_id, route16, now) {
-            return Err(self.blocked_rejection(&checks, &block, route, now));
+        let credit = credit::plan(key, owner, cost, now as i64);
+        if key.limits().is_empty() && caps.is_empty() && owner.limits.is_empty() && credit.is_none()
+        {
+            return Ok(Limited::default());
+        }
+        let checks = plan(key.limits(), route16, &caps, &owner.limits);
+        let block = self.blocked.get(key.limit_id, route16, now).or_else(|| {
+            let shared = !owner.limits.is_empty();
+            shared.then(|| self.blocked.get_owner(key.owner.limit_id, now))?
+        });
+        if let Some(block) = block {
+            let (r, rate) = self.blocked_rejection(&checks, &block, route, now);
+            let limited = Limited {
+                rate,
+                ..Limited::default()
+            };
+            return Err((r, limited));
         }
         let spans: Vec<Span> = checks.iter().map(|c| Span::at(c.window, now)).collect();
-        let verdict = match &self.redis {
-            None => self.local.check(key.limit_id, &checks, &spans),
-            Some(r) => match self.backend_check(r, key, &checks, &spans, route).await {
+        let req = Req {
+            key,
+            owner,
+            checks,
+            spans,
+            credit,
+            route,
+        };
+        let (verdict, credit) = match &self.redis {
+            None => self.local_call(&req).await,
+            Some(r) => match self.backend_check(r, &req).await {
                 Some(v) => v,
-                None => match self.on_error {
-                    OnBackendError::Local => self.local.check(key.limit_id, &checks, &spans),
-                    OnBackendError::Allow => return Ok(None),
-                    OnBackendError::Deny => {
-                        let r = Rejection {
-                            outcome: Outcome::RateLimitUnavailable,
-                            detail: Detail::RetryAfter(1),
-                        };
-                        return Err((r, None));
-                    }
+                None => match self.fallback(&req).await {
+                    Ok(v) => v,
+                    Err(e) => return e,
                 },
             },
         };
-        self.conclude(key, &checks, verdict, route, now)
-    }
-
-    /// The Redis decision, exact or batched; `None` when Redis could not
-    /// answer (and the fallback applies).
-    async fn backend_check(
-        &self,
-        r: &RedisBackend,
-        key: &KeyEntry,
-        checks: &[Check],
-        spans: &[Span],
-        route: usize,
-    ) -> Option<Verdict> {
-        if r.breaker.is_open() {
-            return None;
-        }
-        let name = self.route_name(route);
-        let Some(b) = &self.batched else {
-            // Exact: one script call per request.
-            let prefix = redis::key_prefix(key.limit_id);
-            let call = r.check(&prefix, checks, spans, name, self.probe_timeout());
-            let (allowed, counts) = self.guarded(r, call).await?;
-            let mut v = decision::evaluate(checks, spans, &counts);
-            if v.allowed != allowed {
-                // A floating-point edge: Redis decided (and counted, or not); follow it.
-                v.allowed = allowed;
-                if !allowed && v.rejected_by.is_none() {
-                    v.rejected_by = Some((0, 1_000));
-                }
-            }
-            return Some(v);
-        };
-        if let Some(v) = b.try_check(key.limit_id, checks, spans, name) {
-            return Some(v);
-        }
-        // First use of this key here: read its windows from Redis first.
-        let sync = b.sync_key(key.limit_id, checks, spans, name, self.probe_timeout());
-        self.guarded(r, sync).await?;
-        b.try_check(key.limit_id, checks, spans, name)
+        self.conclude(&req, verdict, credit, now)
     }
 
     /// One Redis call bounded by `ratelimit.timeout`, with the breaker's
@@ -243,38 +267,32 @@ impl Limiter {
         }
     }
 
-    fn conclude(
-        &self,
-        key: &KeyEntry,
-        checks: &[Check],
-        v: Verdict,
-        route: usize,
-        now: u64,
-    ) -> LimitResult {
-        match v.rejected_by {
-            Some((i, wait)) if !v.allowed => {
-                let check = checks[i];
-                self.blocked.insert(
-                    key.limit_id,
-                    check.scope,
-                    Block {
-                        until_ms: now.saturating_add(wait),
-                        window: check.window,
-                    },
-                );
-                let status = self.status(&v.windows, Some(i), route);
-                let retry_after = wait.div_ceil(1000);
-                let r = Rejection {
-                    outcome: Outcome::RateLimited,
-                    detail: Detail::RateLimited {
-                        window: check.window,
-                        retry_after,
-                    },
-                };
-                Err((r, Some(status)))
-            }
-            _ => Ok(Some(self.status(&v.windows, None, route))),
+    /// A post-paid route's correction after the response: the upstream
+    /// reported `credits`, the request reserved `debit.reserved`.
+    pub async fn settle(&self, debit: &Debit, credits: i64) {
+        let delta = credits.saturating_sub(debit.reserved);
+        if delta == 0 {
+            return;
         }
+        let epoch = debit.charged_to.epoch;
+        match (&debit.at, &self.redis) {
+            (credit::CellAt::Local(id), _) => self.local.settle(*id, epoch, delta),
+            (credit::CellAt::Redis(cell), Some(r)) => {
+                let call = r.settle(cell, epoch, delta, self.probe_timeout());
+                if self.guarded(r, call).await.is_none() {
+                    tracing::warn!(
+                        delta,
+                        "credits: a post-paid correction did not reach redis; the ledger has it"
+                    );
+                }
+            }
+            (credit::CellAt::Redis(_), None) => {}
+        }
+    }
+
+    /// Embedded mode: forgets every balance, as a restart would (tests).
+    pub fn forget_balances(&self) {
+        self.local.forget_credits();
     }
 
     fn blocked_rejection(
