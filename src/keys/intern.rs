@@ -66,6 +66,8 @@ pub struct Interner {
     ctx: EntryContext,
     policies: HashMap<PolicyKey, Arc<KeyPolicy>>,
     owners: HashMap<Box<str>, OwnerSlot>,
+    /// The state of every owner that shares and forwards nothing: one copy.
+    plain: Arc<OwnerState>,
 }
 
 impl Interner {
@@ -74,6 +76,13 @@ impl Interner {
             ctx,
             ..Interner::default()
         }
+    }
+
+    fn plain(&mut self) -> Arc<OwnerState> {
+        if !self.plain.enabled {
+            self.plain = Arc::new(OwnerState::unrecorded());
+        }
+        self.plain.clone()
     }
 
     pub fn entry(&mut self, row: KeyRow) -> KeyEntry {
@@ -108,7 +117,7 @@ impl Interner {
             header: header_value(id),
             tag: crate::ratelimit::redis::owner_tag(id).into(),
             limit_id: Uuid::from_bytes(bytes),
-            state: ArcSwap::from_pointee(OwnerState::unrecorded()),
+            state: ArcSwap::new(self.plain()),
         });
         let slot = OwnerSlot {
             owner: o.clone(),
@@ -129,7 +138,13 @@ impl Interner {
             credits: row.credits,
             metadata_headers: self.metadata_headers(&spec.metadata),
         };
-        owner.state.store(Arc::new(state));
+        let plain = state.enabled
+            && !state.metered()
+            && state.route_caps.is_empty()
+            && state.metadata_headers.is_empty();
+        owner
+            .state
+            .store(if plain { self.plain() } else { Arc::new(state) });
         if let Some(slot) = self.owners.get_mut(&*row.id) {
             slot.recorded = true;
         }
@@ -137,8 +152,9 @@ impl Interner {
 
     /// An owner's record is gone: its keys (if any) share nothing any more.
     pub fn owner_deleted(&mut self, id: &str) {
+        let plain = self.plain();
         if let Some(slot) = self.owners.get_mut(id) {
-            slot.owner.state.store(Arc::new(OwnerState::unrecorded()));
+            slot.owner.state.store(plain);
             slot.recorded = false;
         }
     }
@@ -305,6 +321,31 @@ mod tests {
             )]
         );
         assert_eq!(c.key_id_header(), c.id.hyphenated().to_string().as_str());
+    }
+
+    #[test]
+    fn an_owner_change_reaches_every_key_of_the_owner() {
+        let mut i = interner();
+        let a = i.entry(row("acme", &["a:read"], "gold", ""));
+        let b = i.entry(row("acme", &["b:read"], "gold", ""));
+        assert!(a.owner.state.load().enabled);
+        let mut spec = crate::owners::OwnerSpec {
+            enabled: false,
+            ..Default::default()
+        };
+        spec.metadata.insert("plan".into(), "silver".into());
+        i.owner_row(OwnerRow {
+            id: "acme".into(),
+            spec,
+            credits: None,
+        });
+        assert!(!b.owner.state.load().enabled);
+        assert_eq!(a.owner.state.load().metadata_headers.len(), 1);
+        i.owner_deleted("acme");
+        assert!(a.owner.state.load().enabled);
+        drop((a, b));
+        i.prune();
+        assert!(i.owners.is_empty());
     }
 
     #[test]
