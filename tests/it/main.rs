@@ -8,6 +8,7 @@ mod harness;
 mod keys_auth;
 mod keys_cli;
 mod keys_sync;
+mod owners;
 mod proxy;
 mod ratelimit;
 mod usage;
