@@ -162,7 +162,7 @@ pub struct CreditsInput {
     #[serde(default)]
     #[schema(minimum = 0, maximum = 1_000_000_000_000_000_i64)]
     pub remaining: Option<i64>,
-    #[serde(default, deserialize_with = "crate::keys::model::present")]
+    #[serde(default, deserialize_with = "crate::keys::model::present_object")]
     pub refill: Option<Option<Refill>>,
 }
 

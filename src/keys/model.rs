@@ -31,6 +31,20 @@ pub(crate) fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     T::deserialize(d).map(Some)
 }
 
+/// Like [`present`], for an optional object field: `T` only from a JSON
+/// object (serde's derive would also read a struct from an array).
+pub(crate) fn present_object<'de, D: Deserializer<'de>, T: serde::de::DeserializeOwned>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    use serde::de::Error;
+    match Option::<serde_json::Map<String, serde_json::Value>>::deserialize(d)? {
+        None => Ok(Some(None)),
+        Some(m) => serde_path_to_error::deserialize(serde_json::Value::Object(m))
+            .map(|t| Some(Some(t)))
+            .map_err(|e| D::Error::custom(format!("{}: {}", e.path(), e.inner()))),
+    }
+}
+
 macro_rules! key_spec {
     ($(
         $(#[doc = $doc:literal])*
@@ -82,7 +96,7 @@ macro_rules! key_spec {
             #[serde(default)]
             pub expires_in: Option<String>,
             /// The key's own credits (`null`: none; the owner's apply).
-            #[serde(default, deserialize_with = "present")]
+            #[serde(default, deserialize_with = "present_object")]
             pub credits: Option<Option<CreditsInput>>,
         }
 

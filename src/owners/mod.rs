@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::credits::{CreditState, CreditsInput, CreditsView};
-use crate::keys::model::present;
+use crate::keys::model::{present, present_object};
 use crate::ratelimit::window::Limits;
 use crate::store::StoreError;
 use crate::store::sql::{Column, SqlRow, Value};
@@ -76,15 +76,21 @@ impl OwnerSpec {
 #[serde(deny_unknown_fields)]
 pub struct OwnerPatch {
     /// On creation: the owner's id, the `owner_id` of its keys. Cannot be changed.
+    #[serde(default, deserialize_with = "present")]
     #[schema(min_length = 1, max_length = 128)]
     pub id: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     pub name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     pub metadata: Option<BTreeMap<String, String>>,
+    #[serde(default, deserialize_with = "present")]
     pub enabled: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
     pub rate_limits: Option<Limits>,
+    #[serde(default, deserialize_with = "present")]
     pub route_limits: Option<BTreeMap<String, Limits>>,
     /// The owner's credits (`null`: none).
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "present_object")]
     pub credits: Option<Option<CreditsInput>>,
 }
 
