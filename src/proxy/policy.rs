@@ -18,7 +18,6 @@ use crate::auth::client_ip::{canonical, client_ip, is_trusted};
 use crate::auth::{decide::decide, hash::KeyHasher, key};
 use crate::clock::Clock;
 use crate::config::{AuthMode, Config, RouteConfig};
-use crate::credits::ChargedTo;
 use crate::keys::{KeyEntry, KeyTable};
 use crate::outcome::{Outcome, Rejection};
 use crate::ratelimit::{Debit, Limiter, RateStatus};
@@ -27,9 +26,8 @@ use crate::usage::UsageRecord;
 pub const KEY_ID: &str = "x-keygate-key-id";
 pub const OWNER_ID: &str = "x-keygate-owner-id";
 pub const SCOPES: &str = "x-keygate-scopes";
-/// The balance after this request: upstream, and to the client.
+/// The balance after this request, upstream (the client's is in `charge`).
 pub const CREDITS_UPSTREAM: &str = "x-keygate-credits-remaining";
-pub const CREDITS_CLIENT: &str = "x-credits-remaining";
 
 pub struct Gate {
     key_header: HeaderName,
@@ -349,14 +347,7 @@ impl Gate {
             resp.insert_header("ratelimit-policy", r.policy.as_str())?;
             resp.insert_header("ratelimit", r.current.as_str())?;
         }
-        if let Some(n) = ctx.credits_remaining {
-            // A post-paid request's reported cost is known by now (not yet settled).
-            let reported = ctx
-                .debit
-                .as_ref()
-                .map_or(0, |d| d.credits(ctx.reported_cost) - d.reserved);
-            resp.insert_header(CREDITS_CLIENT, n.saturating_sub(reported).max(0))?;
-        }
+        super::charge::client_header(resp, ctx)?;
         if let Some(d) = ctx.key.as_ref().and_then(|k| k.deprecation.as_deref()) {
             resp.insert_header("deprecation", format!("@{}", d.since.timestamp()))?;
             resp.insert_header(
@@ -394,33 +385,6 @@ impl Gate {
             credits: 0,
             charged_to: None,
         }
-    }
-
-    /// A post-paid route: the cost the upstream reported in the route's
-    /// `cost_header` (a whole number from 0 to 10^15; anything else is ignored).
-    pub fn read_cost(&self, resp: &ResponseHeader, ctx: &mut RequestCtx) {
-        let header = ctx.route.and_then(|r| self.routes[r].cost_header.as_ref());
-        if let Some(h) = header {
-            ctx.reported_cost = resp
-                .headers
-                .get(h)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<i64>().ok())
-                .filter(|n| (0..=crate::credits::MAX_CREDITS).contains(n));
-        }
-    }
-
-    /// After the response: what the request cost and whose balance paid,
-    /// for its usage record; a post-paid difference is settled in the
-    /// background (never on the client's time).
-    pub fn finish_charge(&self, ctx: &RequestCtx) -> Option<(i64, ChargedTo)> {
-        let debit = ctx.debit.as_ref()?;
-        let credits = debit.credits(ctx.reported_cost);
-        if credits != debit.reserved {
-            let (limiter, debit) = (self.limiter.clone(), debit.clone());
-            tokio::spawn(async move { limiter.settle(&debit, credits).await });
-        }
-        Some((credits, debit.charged_to.clone()))
     }
 }
 

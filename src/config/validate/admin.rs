@@ -103,13 +103,14 @@ impl Checker {
                 format!("duplicate token name {:?}", t.name),
             );
         }
-        let role = self.parsed(&format!("{p}.role"), t.role);
-        if role.is_none() {
-            self.problem(
-                format!("{p}.role"),
-                "required: \"read\", \"write\" or \"admin\"",
-            );
-        }
+        let role = match t.role {
+            Some(r) => self.parsed(&format!("{p}.role"), Some(r)),
+            None => {
+                let why = "required: \"read\", \"write\" or \"admin\"";
+                self.problem(format!("{p}.role"), why);
+                None
+            }
+        };
         let sha256 = match (t.token_sha256.as_deref(), t.token_env.as_deref()) {
             (Some(hex), None) => parse_hex(hex).or_else(|| {
                 self.problem(

@@ -81,6 +81,15 @@ async fn owner_and_credit_endpoints_end_to_end(kind: StoreKind) {
         gw: &gw,
         token: ADMIN,
     };
+    create_and_refuse(&a).await;
+    let key_id = implicit_owner_and_pages(&a).await;
+    top_ups_and_sets(&a, &key_id).await;
+    audited_then_deleted(&a, &key_id).await;
+    gw.stop().await;
+}
+
+/// Creation with every field; a duplicate and invalid fields are refused.
+async fn create_and_refuse(a: &Api<'_>) {
     let body = json!({"id": "acme", "name": "Acme", "metadata": {"plan": "gold"},
         "rate_limits": {"minute": 100}, "route_limits": {"orders": {"second": 2}},
         "credits": {"remaining": 50, "refill": {"amount": 100, "interval": "month", "day_of_month": 1}}});
@@ -110,8 +119,10 @@ async fn owner_and_credit_endpoints_end_to_end(kind: StoreKind) {
         .filter_map(|f| f["field"].as_str())
         .collect();
     assert_eq!(fields, ["route_limits.nope", "credits.refill.day_of_month"]);
+}
 
-    // The first key of an unknown owner creates it; an owner with keys stays.
+/// The first key of an unknown owner creates it; an owner with keys stays.
+async fn implicit_owner_and_pages(a: &Api<'_>) -> String {
     let (s, k) = a
         .post(
             "/v1/keys",
@@ -138,6 +149,11 @@ async fn owner_and_credit_endpoints_end_to_end(kind: StoreKind) {
         StatusCode::CONFLICT
     );
 
+    key_id
+}
+
+/// `add` and `set` on owners and keys; a patch removes credits.
+async fn top_ups_and_sets(a: &Api<'_>, key_id: &str) {
     let (s, o) = a.post("/v1/owners/acme/credits", json!({"add": 25})).await;
     assert_eq!(
         (s, o["credits"]["remaining"].as_i64()),
@@ -166,7 +182,10 @@ async fn owner_and_credit_endpoints_end_to_end(kind: StoreKind) {
         (s, o["enabled"].as_bool(), o.get("credits")),
         (StatusCode::OK, Some(false), None)
     );
+}
 
+/// Every change is audited, owners named; then the key and owner go.
+async fn audited_then_deleted(a: &Api<'_>, key_id: &str) {
     let (_, audit) = a.get("/v1/audit?limit=1000").await;
     let actions: Vec<&str> = audit["entries"]
         .as_array()
@@ -207,7 +226,6 @@ async fn owner_and_credit_endpoints_end_to_end(kind: StoreKind) {
         StatusCode::NO_CONTENT
     );
     assert_eq!(a.get("/v1/owners/beta").await.0, StatusCode::NOT_FOUND);
-    gw.stop().await;
 }
 
 async fn usage_reports_include_credits_spent(kind: StoreKind) {
@@ -269,6 +287,32 @@ async fn read_tokens_cannot_change_anything(kind: StoreKind) {
         gw: &gw,
         token: "reader-token",
     };
+    reader_may_read_and_verify(&reader, &id, &secret).await;
+    reader_may_not_change(&reader, &id).await;
+    let (_, audit) = writer.get("/v1/audit?limit=1000").await;
+    let entries = audit["entries"].as_array().expect("entries");
+    assert!(
+        entries.iter().all(|e| e["actor"] == "admin:ci"),
+        "{entries:?}"
+    );
+    assert_eq!(
+        entries.len(),
+        2,
+        "the implicit owner and the key; nothing from the reader"
+    );
+    let admin = Api {
+        gw: &gw,
+        token: ADMIN,
+    };
+    assert_eq!(
+        admin.post("/v1/owners", json!({"id": "z"})).await.0,
+        StatusCode::CREATED
+    );
+    gw.stop().await;
+}
+
+/// A read token reads every listing and record, and verifies.
+async fn reader_may_read_and_verify(reader: &Api<'_>, id: &str, secret: &str) {
     for path in [
         "/v1/keys",
         "/v1/owners",
@@ -284,6 +328,10 @@ async fn read_tokens_cannot_change_anything(kind: StoreKind) {
     })
     .await;
     assert!(valid.is_some(), "a read token may verify");
+}
+
+/// A read token gets 403 `forbidden` on every change.
+async fn reader_may_not_change(reader: &Api<'_>, id: &str) {
     let changes: Vec<(Method, String, Value)> = vec![
         (Method::POST, "/v1/keys".into(), json!({"owner_id": "x"})),
         (
@@ -321,26 +369,6 @@ async fn read_tokens_cannot_change_anything(kind: StoreKind) {
             "{m} {path}"
         );
     }
-    let (_, audit) = writer.get("/v1/audit?limit=1000").await;
-    let entries = audit["entries"].as_array().expect("entries");
-    assert!(
-        entries.iter().all(|e| e["actor"] == "admin:ci"),
-        "{entries:?}"
-    );
-    assert_eq!(
-        entries.len(),
-        2,
-        "the implicit owner and the key; nothing from the reader"
-    );
-    let admin = Api {
-        gw: &gw,
-        token: ADMIN,
-    };
-    assert_eq!(
-        admin.post("/v1/owners", json!({"id": "z"})).await.0,
-        StatusCode::CREATED
-    );
-    gw.stop().await;
 }
 
 both_stores!(

@@ -4,9 +4,11 @@
 //! metadata, disable within a second; `credits`: fixed and upstream-reported
 //! costs, refill at the boundary, embedded mode across a restart;
 //! `flush`: a Redis FLUSHALL mid-run and the free credit it grants;
-//! `admin`: the owner and credits API, usage reports, roles.
+//! `admin`: the owner and credits API, usage reports, roles; `cli`: the
+//! `owners` and `keys credits` commands.
 
 mod admin;
+mod cli;
 mod credits;
 mod flush;
 mod shared;
