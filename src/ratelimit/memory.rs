@@ -191,13 +191,6 @@ impl MemoryLimiter {
         }
     }
 
-    /// Forgets a balance (tests: as if the process restarted).
-    pub fn forget_credits(&self) {
-        for (_, e) in self.keys.pin().iter() {
-            e.lock().credit = None;
-        }
-    }
-
     /// Drops keys whose counters no longer matter.
     pub fn sweep(&self, now_ms: u64) -> usize {
         let map = self.keys.pin();

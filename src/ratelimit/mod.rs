@@ -290,11 +290,6 @@ impl Limiter {
         }
     }
 
-    /// Embedded mode: forgets every balance, as a restart would (tests).
-    pub fn forget_balances(&self) {
-        self.local.forget_credits();
-    }
-
     fn blocked_rejection(
         &self,
         checks: &[Check],

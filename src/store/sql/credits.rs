@@ -172,6 +172,29 @@ pub(super) async fn change_key_credits<S: Session>(
     Ok(())
 }
 
+/// Erasure: once no key of a lineage is left, its ledger and spending go too.
+const ERASE_LINEAGE: [&str; 2] = [
+    "DELETE FROM credit_spent_keys WHERE lineage_id = $1 \
+     AND NOT EXISTS (SELECT 1 FROM api_keys WHERE lineage_id = $1)",
+    "DELETE FROM credit_ledger WHERE key_lineage = $1 \
+     AND NOT EXISTS (SELECT 1 FROM api_keys WHERE lineage_id = $1)",
+];
+/// Erasure of an owner's credits.
+pub(super) const ERASE_OWNER: [&str; 2] = [
+    "DELETE FROM credit_spent_owners WHERE owner_id = $1",
+    "DELETE FROM credit_ledger WHERE owner_id = $1",
+];
+
+pub(super) async fn erase_key_lineage<S: Session>(
+    s: &mut S,
+    lineage: Uuid,
+) -> Result<(), StoreError> {
+    for sql in ERASE_LINEAGE {
+        s.execute(sql, vec![Value::Uuid(Some(lineage))]).await?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl<D: Dialect> CreditLedger for SqlStore<D> {
     async fn recorded_spent(&self, account: &Account) -> Result<(i64, i64), StoreError> {

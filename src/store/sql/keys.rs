@@ -326,12 +326,14 @@ impl<D: Dialect> KeyStore for SqlStore<D> {
     ) -> Result<(), StoreError> {
         let mut tx = self.d.write().await?;
         let id_value = || vec![Value::Uuid(Some(id))];
+        let lineage = fetch(&self.sql, &mut tx, id, now).await?.lineage_id;
         if tx.execute(DELETE_KEY, id_value()).await? == 0 {
             return Err(StoreError::NotFound(id));
         }
         for sql in DELETE_USAGE {
             tx.execute(sql, id_value()).await?;
         }
+        super::credits::erase_key_lineage(&mut tx, lineage).await?;
         let draft = audit.draft(Some(id), serde_json::Value::Null);
         append(&mut tx, audit.sealer, draft, now).await?;
         tx.commit().await

@@ -59,7 +59,6 @@ const OWNER_CREDITS: &str = "SELECT credits FROM owners WHERE id = $1";
 const SET_CREDITS: &str = "UPDATE owners SET credits = $2, updated_at = $3 WHERE id = $1";
 const KEYS_OF_OWNER: &str = "SELECT count(*) AS n FROM api_keys WHERE owner_id = $1";
 const DELETE: &str = "DELETE FROM owners WHERE id = $1";
-const DELETE_SPENT: &str = "DELETE FROM credit_spent_owners WHERE owner_id = $1";
 
 fn record(row: &impl SqlRow, now: DateTime<Utc>) -> Result<OwnerRecord, StoreError> {
     Ok(OwnerRecord {
@@ -234,7 +233,9 @@ impl<D: Dialect> OwnerStore for SqlStore<D> {
         if tx.execute(DELETE, vec![text(id)]).await? == 0 {
             return Err(StoreError::OwnerNotFound(id.to_owned()));
         }
-        tx.execute(DELETE_SPENT, vec![text(id)]).await?;
+        for sql in super::credits::ERASE_OWNER {
+            tx.execute(sql, vec![text(id)]).await?;
+        }
         let draft = audit.draft(None, serde_json::json!({"owner_id": id}));
         append(&mut tx, audit.sealer, draft, now).await?;
         tx.commit().await
