@@ -194,7 +194,8 @@ impl Limiter {
     /// Redis could not answer: `on_backend_error` decides. Credits are never
     /// counted per instance (a balance cannot be split between gateways): with
     /// `local` and `deny` a request that needs them is refused (503), with
-    /// `allow` it passes uncharged.
+    /// `allow` it passes uncharged. `Ok`: decided locally; `Err`: the answer
+    /// itself, with nothing decided (allow, or 503).
     pub(super) async fn fallback(&self, req: &Req<'_>) -> Result<(Verdict, Credit), LimitResult> {
         let unavailable = || {
             let r = Rejection {
