@@ -29,8 +29,9 @@ pub use target::TargetError as BackendError;
 use target::{Conn, Target};
 
 const MONTH_TTL_MARGIN_MS: u64 = 86_400_000;
-/// Balances outlive any refill period; a lost one is rebuilt from the ledger.
-const BALANCE_TTL_MS: u64 = 40 * 86_400_000;
+/// Balances outlive any refill period (the TTL is renewed at each refill,
+/// set and top-up); a lost one is rebuilt from the ledger.
+const BALANCE_TTL_MS: u64 = 400 * 86_400_000;
 
 /// One request's script call.
 pub struct Call<'a> {

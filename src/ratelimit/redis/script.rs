@@ -13,7 +13,8 @@ use crate::ratelimit::decision::Counts;
 /// ARGV: the number of checks, 1/0 for credits; per check, limit, bucket
 /// length (ms), elapsed in bucket (ms), sliding (1/0), TTL (ms); then epoch,
 /// granted, reserve (the route's cost), seed (the ledger's spending, or -1),
-/// the balance's TTL (ms).
+/// the balance's TTL (ms, set when the balance is written whole: created, a
+/// new epoch, a larger grant).
 /// Returns `{allowed, credit, remaining, curr1, prev1, ...}`: `credit` is 0
 /// (none), 1 (enough), 2 (exhausted) or 3 (missing: call again with a seed);
 /// `remaining` is the balance after this request.
@@ -36,6 +37,9 @@ if n > 0 then
   end
 end
 local ck, e, g, s, b
+-- fresh: the balance is written whole (new, a new epoch, a larger grant);
+-- otherwise admitting only adds the cost to what was spent.
+local fresh = false
 if credit then
   b = 2 + n * 5
   ck = KEYS[2 * n + 1]
@@ -49,13 +53,13 @@ if credit then
       out[2] = 3
       return out
     end
-    e, g, s = E, G, seed
+    e, g, s, fresh = E, G, seed, true
   else
     e, g, s = tonumber(cur[1]), tonumber(cur[2]), tonumber(cur[3])
     if E > e then
-      e, g, s = E, G, 0
+      e, g, s, fresh = E, G, 0, true
     elseif E == e and G > g then
-      g = G
+      g, fresh = G, true
     end
   end
   local need = math.max(tonumber(ARGV[b + 3]), 1)
@@ -73,10 +77,15 @@ if out[1] == 1 then
     if v == 1 then redis.call('PEXPIRE', KEYS[2 * i - 1], ARGV[2 + (i - 1) * 5 + 5]) end
   end
   if credit then
-    s = s + tonumber(ARGV[b + 3])
-    redis.call('HSET', ck, 'e', string.format('%.0f', e), 'g', string.format('%.0f', g),
-      's', string.format('%.0f', s))
-    redis.call('PEXPIRE', ck, ARGV[b + 5])
+    local cost = tonumber(ARGV[b + 3])
+    s = s + cost
+    if fresh then
+      redis.call('HSET', ck, 'e', string.format('%.0f', e), 'g', string.format('%.0f', g),
+        's', string.format('%.0f', s))
+      redis.call('PEXPIRE', ck, ARGV[b + 5])
+    elseif cost ~= 0 then
+      redis.call('HINCRBY', ck, 's', cost)
+    end
     out[3] = g - s
   end
 end
