@@ -53,6 +53,7 @@ fn row(owner: &str, hash: keygate::auth::hash::KeyHash) -> KeyRow {
             metadata: BTreeMap::from([("plan".to_string(), "gold".to_string())]),
             ..KeySpec::default()
         },
+        credits: None,
     }
 }
 
@@ -202,6 +203,7 @@ fn bench_ratelimit(c: &mut Criterion) {
     let checks = keygate::ratelimit::decision::plan(
         &limits,
         keygate::routes::RouteId(0),
+        &Limits::default(),
         &Limits::default(),
     );
     let id = Uuid::now_v7();

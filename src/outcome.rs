@@ -39,10 +39,14 @@ pub enum Outcome {
     HeadersTooLarge,
     /// A request head not complete within `gateway.request_head_timeout`.
     RequestTimeout,
+    /// The key's owner is disabled.
+    OwnerDisabled,
+    /// The key's (or its owner's) credits do not cover the route's cost.
+    CreditsExhausted,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 22] = [
+    pub const ALL: [Outcome; 24] = [
         Outcome::Ok,
         Outcome::MissingKey,
         Outcome::InvalidKey,
@@ -65,6 +69,8 @@ impl Outcome {
         Outcome::MalformedRequest,
         Outcome::HeadersTooLarge,
         Outcome::RequestTimeout,
+        Outcome::OwnerDisabled,
+        Outcome::CreditsExhausted,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -96,6 +102,8 @@ impl Outcome {
             Outcome::MalformedRequest => "malformed_request",
             Outcome::HeadersTooLarge => "headers_too_large",
             Outcome::RequestTimeout => "request_timeout",
+            Outcome::OwnerDisabled => "owner_disabled",
+            Outcome::CreditsExhausted => "credits_exhausted",
         }
     }
 
@@ -111,7 +119,9 @@ impl Outcome {
             | Outcome::InvalidKey
             | Outcome::ExpiredKey
             | Outcome::RevokedKey
-            | Outcome::DisabledKey => 401,
+            | Outcome::DisabledKey
+            | Outcome::OwnerDisabled => 401,
+            Outcome::CreditsExhausted => 402,
             Outcome::InsufficientScope | Outcome::IpNotAllowed | Outcome::RouteNotAllowed => 403,
             Outcome::RouteNotFound => 404,
             Outcome::InvalidRequest | Outcome::AmbiguousKey | Outcome::MalformedRequest => 400,
@@ -152,6 +162,8 @@ impl Outcome {
             Outcome::MalformedRequest => "the request head is not valid HTTP",
             Outcome::HeadersTooLarge => "the request headers are too large or too many",
             Outcome::RequestTimeout => "the request head was not received in time",
+            Outcome::OwnerDisabled => "the API key's owner is disabled",
+            Outcome::CreditsExhausted => "the API key has no credits left for this request",
         }
     }
 
@@ -165,9 +177,10 @@ impl Outcome {
             | Outcome::InvalidKey
             | Outcome::ExpiredKey
             | Outcome::RevokedKey
-            | Outcome::DisabledKey => 16,
+            | Outcome::DisabledKey
+            | Outcome::OwnerDisabled => 16,
             Outcome::InsufficientScope | Outcome::IpNotAllowed | Outcome::RouteNotAllowed => 7,
-            Outcome::RateLimited => 8,
+            Outcome::RateLimited | Outcome::CreditsExhausted => 8,
             Outcome::AuthUnavailable
             | Outcome::RateLimitUnavailable
             | Outcome::UpstreamUnavailable
@@ -188,8 +201,16 @@ pub enum Detail {
     None,
     ExpiredAt(DateTime<Utc>),
     RequiredScopes(Vec<String>),
-    RateLimited { window: Window, retry_after: u64 },
+    RateLimited {
+        window: Window,
+        retry_after: u64,
+    },
     RetryAfter(u64),
+    /// 402: what is left and what the request needed.
+    Credits {
+        remaining: i64,
+        cost: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -229,6 +250,10 @@ impl Rejection {
             } => {
                 error["window"] = json!(window.as_str());
                 error["retry_after"] = json!(retry_after);
+            }
+            Detail::Credits { remaining, cost } => {
+                error["credits_remaining"] = json!(remaining);
+                error["cost"] = json!(cost);
             }
         }
         Bytes::from(json!({ "error": error }).to_string())

@@ -93,9 +93,14 @@ impl From<ServiceError> for ApiError {
         };
         match e {
             ServiceError::Invalid(f) => ApiError::invalid(f),
-            ServiceError::Store(e @ StoreError::NotFound(_)) => ApiError::not_found(e.to_string()),
+            ServiceError::Store(e @ (StoreError::NotFound(_) | StoreError::OwnerNotFound(_))) => {
+                ApiError::not_found(e.to_string())
+            }
             ServiceError::Store(
-                e @ (StoreError::OwnerLimit { .. } | StoreError::Conflict { .. }),
+                e @ (StoreError::OwnerLimit { .. }
+                | StoreError::Conflict { .. }
+                | StoreError::OwnerExists(_)
+                | StoreError::OwnerHasKeys { .. }),
             ) => conflict(&e),
             ServiceError::Store(e @ StoreError::Unavailable(_)) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -28,6 +28,10 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for ApiJson<T
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(ApiJson(T::default()));
         }
+        // Every body is an object; serde would also read a struct from an array.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+            return Err(ApiError::field("", "the body must be a JSON object"));
+        }
         let de = &mut serde_json::Deserializer::from_slice(&bytes);
         serde_path_to_error::deserialize(de)
             .map(ApiJson)

@@ -23,7 +23,7 @@ pub(super) fn key_id(id: &str) -> Result<Uuid, ApiError> {
 
 #[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body(content = KeyPatch, description = "The key's fields (`owner_id` required), `prefix`, and `expires_in` or `expires_at`"),
     responses((status = 201, body = CreatedKey, description = "Created; the secret is shown only here"),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody, description = "keys.max_per_owner reached"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody, description = "keys.max_per_owner reached"),
         (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create(

@@ -1,6 +1,6 @@
 //! The admin listener: `/healthz`, `/readyz`, `/metrics` and `/openapi.json`
-//! without auth, and the key management API under `/v1` behind bearer tokens
-//! (off when no token is configured).
+//! without auth, and the key, owner and credits API under `/v1` behind bearer
+//! tokens with roles (off when no token is configured).
 
 mod auth;
 mod error;
@@ -8,6 +8,7 @@ mod extract;
 mod health;
 mod keys;
 mod openapi;
+mod owners;
 mod reports;
 mod verify;
 
@@ -19,7 +20,7 @@ use axum::middleware;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 
-use crate::config::Secret;
+use crate::config::AdminToken;
 use crate::keys::KeyTable;
 use crate::proxy::ProxyState;
 use crate::ratelimit::Health as RateLimitHealth;
@@ -48,7 +49,7 @@ impl AdminState {
         readiness: Readiness,
         services: Services,
         proxy: Arc<ProxyState>,
-        tokens: &[Secret],
+        tokens: &[AdminToken],
     ) -> AdminState {
         AdminState {
             readiness,
@@ -73,6 +74,16 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/keys/{id}/revoke", post(keys::revoke))
         .route("/v1/keys/{id}/rotate", post(keys::rotate))
         .route("/v1/keys/{id}/usage", get(reports::key_usage))
+        .route("/v1/keys/{id}/credits", post(owners::key_credits))
+        .route("/v1/owners", post(owners::create).get(owners::list))
+        .route(
+            "/v1/owners/{id}",
+            get(owners::get)
+                .patch(owners::update)
+                .delete(owners::delete),
+        )
+        .route("/v1/owners/{id}/credits", post(owners::owner_credits))
+        .route("/v1/owners/{id}/usage", get(owners::usage))
         .route("/v1/verify", post(verify::verify))
         .route("/v1/audit", get(reports::audit))
         .route_layer(middleware::from_fn_with_state(

@@ -64,6 +64,9 @@ pub struct VerifyResponse {
     pub retry_after: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub required_scopes: Option<Vec<String>>,
+    /// The credit balance after this call (keys or owners with credits).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credits_remaining: Option<i64>,
 }
 
 #[utoipa::path(post, path = "/v1/verify", tag = "verify", request_body = VerifyRequest,
@@ -112,7 +115,7 @@ pub async fn verify(
     };
     let d = gate.decide(&attempt).await;
     let outcome = d.outcome();
-    let resp = match (&d.verdict, &d.key) {
+    let mut resp = match (&d.verdict, &d.key) {
         (Ok(()), Some(entry)) => VerifyResponse {
             valid: true,
             code: Outcome::Ok.as_str().into(),
@@ -124,10 +127,12 @@ pub async fn verify(
             }),
             retry_after: None,
             required_scopes: None,
+            credits_remaining: None,
         },
         (Err(rejection), key) => refused(rejection.clone(), key.as_deref()),
         (Ok(()), None) => refused(Rejection::new(Outcome::InvalidKey), None),
     };
+    resp.credits_remaining = d.credits_remaining;
     if let Some(usage) = &s.proxy.usage {
         let request_id = super::error::current_request_id();
         let served = Served {
@@ -141,7 +146,11 @@ pub async fn verify(
             bytes_out: 0,
             client_ip: ip,
         };
-        usage.record(gate.usage_record(d.key.as_deref(), route, outcome, served));
+        let mut record = gate.usage_record(d.key.as_deref(), route, outcome, served);
+        if let Some(debit) = &d.debit {
+            (record.credits, record.charged_to) = (debit.reserved, Some(debit.charged_to.clone()));
+        }
+        usage.record(record);
     }
     Ok(Json(resp))
 }
@@ -171,5 +180,6 @@ fn refused(r: Rejection, entry: Option<&crate::keys::KeyEntry>) -> VerifyRespons
         rate_limit: None,
         retry_after,
         required_scopes,
+        credits_remaining: None,
     }
 }

@@ -10,7 +10,8 @@ use crate::keys::KeyEntry;
 use crate::outcome::{Detail, Outcome, Rejection};
 use crate::routes::RouteId;
 
-/// Checks, in order: revoked, expired, disabled, route allowed, IP allowed, scopes.
+/// Checks, in order: revoked, expired, disabled, owner disabled, route
+/// allowed, IP allowed, scopes.
 /// State comes first so that a revoked key is reported as revoked wherever it is used.
 ///
 /// `route`: `None` skips the route check (the verify API without a route).
@@ -35,6 +36,9 @@ pub fn decide(
     }
     if !key.enabled {
         return Err(Rejection::new(Outcome::DisabledKey));
+    }
+    if !key.owner.state.load().enabled {
+        return Err(Rejection::new(Outcome::OwnerDisabled));
     }
     if route.is_some_and(|r| !key.policy.allowed_routes.contains(r)) {
         return Err(Rejection::new(Outcome::RouteNotAllowed));
@@ -84,6 +88,7 @@ mod tests {
                 rate_limits: Limits::default(),
                 ..KeySpec::default()
             },
+            credits: None,
         }
     }
 

@@ -3,7 +3,9 @@
 
 mod audit;
 mod check;
+mod credits;
 mod keys;
+mod owners;
 mod serve;
 mod table;
 mod usage;
@@ -50,6 +52,9 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(Box<keys::KeysCommand>),
+    /// Manage owners: shared limits, metadata, credits, enable/disable.
+    #[command(subcommand)]
+    Owners(Box<owners::OwnersCommand>),
     /// The audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -158,6 +163,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Migrate => runtime()?.block_on(migrate(&config)),
         Command::Keys(cmd) => runtime()?.block_on(keys::run(&config, *cmd)),
+        Command::Owners(cmd) => runtime()?.block_on(owners::run(&config, *cmd)),
         Command::Audit(cmd) => runtime()?.block_on(audit::run(&config, cmd)),
         Command::Usage(cmd) => runtime()?.block_on(usage::run(&config, cmd)),
     }

@@ -44,6 +44,17 @@ pub fn limits(l: &crate::ratelimit::window::Limits) -> impl Iterator<Item = Stri
     l.iter().map(|(w, n)| format!("{n}/{w}"))
 }
 
+/// Route cap overrides as `orders: 10/minute; users: 5/second`.
+pub fn route_limits(
+    r: &std::collections::BTreeMap<String, crate::ratelimit::window::Limits>,
+) -> String {
+    or_dash(
+        r.iter()
+            .map(|(route, l)| format!("{route}: {}", or_dash(limits(l), ", "))),
+        "; ",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

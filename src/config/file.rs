@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::lenient::{Choice, Lenient};
-use super::{AuthMode, LogFormat, OnBackendError, Pooler, UpstreamProtocol};
+use super::{AuthMode, LogFormat, OnBackendError, Pooler, Role, UpstreamProtocol};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -177,6 +177,20 @@ pub struct UsageSection {
 #[serde(default)]
 pub struct AdminSection {
     pub listen: Option<String>,
+    /// `[[admin.tokens]]`: named tokens with a role.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<AdminTokenSection>,
+}
+
+/// One `[[admin.tokens]]`: the token as its SHA-256 (hex) or the name of an
+/// environment variable holding it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AdminTokenSection {
+    pub name: String,
+    pub role: Option<Lenient<Role>>,
+    pub token_sha256: Option<String>,
+    pub token_env: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -216,4 +230,8 @@ pub struct RouteSection {
     /// Window name (`second` … `month`) to limit.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub rate_limits: BTreeMap<String, u64>,
+    /// Credits a request costs (default 1).
+    pub cost: Option<u64>,
+    /// A response header carrying the cost the upstream reports.
+    pub cost_header: Option<String>,
 }

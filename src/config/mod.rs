@@ -208,7 +208,48 @@ pub struct UsageConfig {
 pub struct AdminConfig {
     pub listen: SocketAddr,
     /// Bearer tokens; empty means the admin API is off (health and metrics stay up).
-    pub tokens: Vec<Secret>,
+    pub tokens: Vec<AdminToken>,
+}
+
+/// What an admin token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// GET endpoints and `/v1/verify`.
+    Read,
+    /// Also keys, owners and credits.
+    Write,
+    /// Everything.
+    #[default]
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Write => "write",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// A named admin token, kept only as its SHA-256.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken {
+    /// Named in the audit log as `admin:<name>`.
+    pub name: String,
+    pub role: Role,
+    pub sha256: [u8; 32],
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminToken")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -272,9 +313,15 @@ pub struct RouteConfig {
     pub auth: AuthMode,
     pub scopes: Vec<String>,
     pub rate_limits: Limits,
+    /// Credits a request costs (default 1; 0: free).
+    pub cost: u64,
+    /// A response header in which the upstream reports the request's cost
+    /// (debited after the response instead of `cost`, which is reserved).
+    pub cost_header: Option<HeaderName>,
 }
 
 impl Choice for OnBackendError {}
+impl Choice for Role {}
 impl Choice for LogFormat {}
 impl Choice for AuthMode {}
 impl Choice for UpstreamProtocol {}
@@ -368,3 +415,5 @@ impl Config {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_admin_cost;

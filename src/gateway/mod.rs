@@ -134,12 +134,15 @@ impl Gateway {
             sync: Arc::default(),
         };
         let sync = first_load(&config, &stores, &readiness, &opts, &route_ids).await?;
-        let limiter = Arc::new(Limiter::new(
-            &config,
-            metrics.clone(),
-            readiness.ratelimit.clone(),
-            opts.clock.clone(),
-        )?);
+        let limiter = Arc::new(
+            Limiter::new(
+                &config,
+                metrics.clone(),
+                readiness.ratelimit.clone(),
+                opts.clock.clone(),
+            )?
+            .with_ledger(stores.credits.clone()),
+        );
         limiter.connect().await?;
         let (usage, usage_writer) = usage_pipeline(&config, &stores, &metrics)?;
         let state = Arc::new(ProxyState {

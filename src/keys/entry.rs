@@ -7,11 +7,13 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 use http::{HeaderName, HeaderValue};
 use ipnetwork::IpNetwork;
 use uuid::Uuid;
 
+use crate::credits::CreditState;
 use crate::ratelimit::window::Limits;
 use crate::routes::RouteId;
 
@@ -59,18 +61,77 @@ pub struct KeyPolicy {
     pub allowed_cidrs: Box<[IpNetwork]>,
     pub allowed_routes: RouteSet,
     pub limits: Limits,
+    /// The key's `route_limits`.
+    pub route_caps: RouteCaps,
     /// `x-keygate-scopes`
     pub scopes_header: HeaderValue,
     /// `x-keygate-meta-<field>` for each forwarded field the key has.
     pub metadata_headers: Box<[(HeaderName, HeaderValue)]>,
 }
 
-/// What keys of the same owner share.
+/// Per-route caps that replace a route's own (`route_limits` of a key or an
+/// owner), by [`RouteId`] (stable across reloads).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct RouteCaps(Box<[(RouteId, Limits)]>);
+
+impl RouteCaps {
+    pub fn new(mut caps: Vec<(RouteId, Limits)>) -> RouteCaps {
+        caps.sort_by_key(|(r, _)| *r);
+        RouteCaps(caps.into())
+    }
+
+    pub fn get(&self, route: RouteId) -> Option<&Limits> {
+        self.0.iter().find(|(r, _)| *r == route).map(|(_, l)| l)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// What keys of the same owner share: its id, and its record as the table
+/// last loaded it. A change swaps [`Owner::state`] in place, so every key of
+/// the owner sees it at once without being reloaded.
 #[derive(Debug)]
 pub struct Owner {
     pub id: Arc<str>,
     /// `x-keygate-owner-id`
     pub header: HeaderValue,
+    /// `kg:{o:<id>}:`: the Redis hash tag of everything counted for the owner
+    /// (see [`crate::ratelimit::redis::owner_tag`]).
+    pub tag: Box<str>,
+    /// The owner's identity in local counters: a digest of its id, the same
+    /// on every instance.
+    pub limit_id: Uuid,
+    pub state: ArcSwap<OwnerState>,
+}
+
+/// An owner's record, as the request path reads it.
+#[derive(Debug, Default)]
+pub struct OwnerState {
+    pub enabled: bool,
+    /// Shared by all the owner's keys.
+    pub limits: Limits,
+    pub route_caps: RouteCaps,
+    pub credits: Option<CreditState>,
+    /// `x-keygate-meta-<field>` for each forwarded field the owner has.
+    pub metadata_headers: Box<[(HeaderName, HeaderValue)]>,
+}
+
+impl OwnerState {
+    /// The state of an owner without a record: enabled, nothing shared.
+    pub fn unrecorded() -> OwnerState {
+        OwnerState {
+            enabled: true,
+            ..OwnerState::default()
+        }
+    }
+
+    /// Whether something is counted for the owner itself (shared windows or
+    /// credits): then its keys' counters carry the owner's hash tag.
+    pub fn metered(&self) -> bool {
+        !self.limits.is_empty() || self.credits.is_some()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -85,6 +146,8 @@ pub struct KeyEntry {
     pub deprecation: Option<Box<Deprecation>>,
     pub owner: Arc<Owner>,
     pub policy: Arc<KeyPolicy>,
+    /// The key's own credits (its lineage's); most keys have none.
+    pub credits: Option<Box<CreditState>>,
 }
 
 impl KeyEntry {

@@ -74,7 +74,10 @@ impl AllowedHours {
     /// Whether `now` falls in the window.
     pub fn allows(&self, now: DateTime<Utc>) -> bool {
         let local = now.with_timezone(&self.tz.0);
-        let time = local.time().with_second(0).and_then(|t| t.with_nanosecond(0));
+        let time = local
+            .time()
+            .with_second(0)
+            .and_then(|t| t.with_nanosecond(0));
         let Some(time) = time else { return false };
         let (from, to) = (self.from.0, self.to.0);
         if from < to {
@@ -100,9 +103,11 @@ impl Serialize for Zone {
 impl<'de> Deserialize<'de> for Zone {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let name = String::deserialize(d)?;
-        Tz::from_str(&name)
-            .map(Zone)
-            .map_err(|_| serde::de::Error::custom(format!("{name:?} is not an IANA time zone, e.g. \"Europe/Berlin\"")))
+        Tz::from_str(&name).map(Zone).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "{name:?} is not an IANA time zone, e.g. \"Europe/Berlin\""
+            ))
+        })
     }
 }
 
@@ -131,12 +136,16 @@ mod tests {
     }
 
     fn utc(y: i32, m: u32, d: u32, h: u32, min: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(y, m, d, h, min, 0).single().expect("time")
+        Utc.with_ymd_and_hms(y, m, d, h, min, 0)
+            .single()
+            .expect("time")
     }
 
     #[test]
     fn office_hours_follow_berlin_across_daylight_saving() {
-        let h = hours(r#"{"tz":"Europe/Berlin","days":["mon","tue","wed","thu","fri"],"from":"08:00","to":"18:00"}"#);
+        let h = hours(
+            r#"{"tz":"Europe/Berlin","days":["mon","tue","wed","thu","fri"],"from":"08:00","to":"18:00"}"#,
+        );
         // Winter (UTC+1): Friday 2026-03-27 07:00Z is 08:00 local.
         assert!(h.allows(utc(2026, 3, 27, 7, 0)));
         assert!(!h.allows(utc(2026, 3, 27, 6, 59)));
@@ -156,15 +165,23 @@ mod tests {
     fn overnight_windows_close_the_next_morning() {
         let h = hours(r#"{"tz":"UTC","days":["fri"],"from":"22:00","to":"06:00"}"#);
         assert!(h.allows(utc(2026, 3, 27, 23, 0)), "Friday night");
-        assert!(h.allows(utc(2026, 3, 28, 5, 59)), "Saturday morning, after Friday");
+        assert!(
+            h.allows(utc(2026, 3, 28, 5, 59)),
+            "Saturday morning, after Friday"
+        );
         assert!(!h.allows(utc(2026, 3, 28, 6, 0)));
-        assert!(!h.allows(utc(2026, 3, 28, 23, 0)), "Saturday night is not listed");
+        assert!(
+            !h.allows(utc(2026, 3, 28, 23, 0)),
+            "Saturday night is not listed"
+        );
     }
 
     #[test]
     fn bad_values_name_the_problem() {
-        let e = serde_json::from_str::<AllowedHours>(r#"{"tz":"Mars/Base","from":"08:00","to":"18:00"}"#)
-            .expect_err("zone");
+        let e = serde_json::from_str::<AllowedHours>(
+            r#"{"tz":"Mars/Base","from":"08:00","to":"18:00"}"#,
+        )
+        .expect_err("zone");
         assert!(e.to_string().contains("IANA"), "{e}");
         let e = serde_json::from_str::<AllowedHours>(r#"{"tz":"UTC","from":"8am","to":"18:00"}"#)
             .expect_err("time");

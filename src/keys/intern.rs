@@ -1,15 +1,21 @@
 //! Builds [`KeyEntry`]s from stored rows, sharing identical policies and
 //! owners between keys. Used only by the sync task (one writer).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use http::HeaderName;
+use arc_swap::ArcSwap;
+use http::{HeaderName, HeaderValue};
 use ipnetwork::IpNetwork;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
-use super::entry::{Deprecation, KeyEntry, KeyPolicy, Owner, RouteSet, header_value};
+use super::entry::{
+    Deprecation, KeyEntry, KeyPolicy, Owner, OwnerState, RouteCaps, RouteSet, header_value,
+};
 use super::model::KeyRow;
 use crate::config::Config;
+use crate::owners::OwnerRow;
 use crate::ratelimit::window::Limits;
 use crate::routes::RouteIds;
 
@@ -20,8 +26,17 @@ struct PolicyKey {
     cidrs: Vec<IpNetwork>,
     routes: Vec<String>,
     limits: Limits,
+    route_limits: BTreeMap<String, Limits>,
     /// Forwarded metadata only: other fields do not reach the request path.
     metadata: Vec<(String, String)>,
+}
+
+/// An owner known to the table: its shared part, and whether the store has
+/// a record of it (an owner without one, e.g. its record not loaded yet, is
+/// enabled and shares nothing).
+struct OwnerSlot {
+    owner: Arc<Owner>,
+    recorded: bool,
 }
 
 /// What an entry needs from the gateway: route ids (stable across reloads)
@@ -45,7 +60,9 @@ impl EntryContext {
 pub struct Interner {
     ctx: EntryContext,
     policies: HashMap<PolicyKey, Arc<KeyPolicy>>,
-    owners: HashMap<Box<str>, Arc<Owner>>,
+    owners: HashMap<Box<str>, OwnerSlot>,
+    /// The state of every owner that shares and forwards nothing: one copy.
+    plain: Arc<OwnerState>,
 }
 
 impl Interner {
@@ -54,6 +71,13 @@ impl Interner {
             ctx,
             ..Interner::default()
         }
+    }
+
+    fn plain(&mut self) -> Arc<OwnerState> {
+        if !self.plain.enabled {
+            self.plain = Arc::new(OwnerState::unrecorded());
+        }
+        self.plain.clone()
     }
 
     pub fn entry(&mut self, row: KeyRow) -> KeyEntry {
@@ -71,20 +95,103 @@ impl Interner {
             expires_at: row.spec.expires_at,
             deprecation,
             owner: self.owner(&row.spec.owner_id),
+            credits: row.credits.map(Box::new),
             policy: self.policy(row),
         }
     }
 
     fn owner(&mut self, id: &str) -> Arc<Owner> {
         if let Some(o) = self.owners.get(id) {
-            return o.clone();
+            return o.owner.clone();
         }
+        let digest = Sha256::digest(format!("keygate-owner:{id}").as_bytes());
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
         let o = Arc::new(Owner {
             id: id.into(),
             header: header_value(id),
+            tag: crate::ratelimit::redis::owner_tag(id).into(),
+            limit_id: Uuid::from_bytes(bytes),
+            state: ArcSwap::new(self.plain()),
         });
-        self.owners.insert(id.into(), o.clone());
+        let slot = OwnerSlot {
+            owner: o.clone(),
+            recorded: false,
+        };
+        self.owners.insert(id.into(), slot);
         o
+    }
+
+    /// Loads an owner's record: every key of the owner sees it at once.
+    pub fn owner_row(&mut self, row: OwnerRow) {
+        let owner = self.owner(&row.id);
+        let spec = row.spec;
+        let state = OwnerState {
+            enabled: spec.enabled,
+            limits: spec.rate_limits,
+            route_caps: self.route_caps(&spec.route_limits),
+            credits: row.credits,
+            metadata_headers: self.metadata_headers(&spec.metadata),
+        };
+        let plain = state.enabled
+            && !state.metered()
+            && state.route_caps.is_empty()
+            && state.metadata_headers.is_empty();
+        owner
+            .state
+            .store(if plain { self.plain() } else { Arc::new(state) });
+        if let Some(slot) = self.owners.get_mut(&*row.id) {
+            slot.recorded = true;
+        }
+    }
+
+    /// An owner's record is gone: its keys (if any) share nothing any more.
+    pub fn owner_deleted(&mut self, id: &str) {
+        let plain = self.plain();
+        if let Some(slot) = self.owners.get_mut(id) {
+            slot.owner.state.store(plain);
+            slot.recorded = false;
+        }
+    }
+
+    /// After a full reload: owners whose record was not in it are gone.
+    pub fn owners_loaded(&mut self, seen: &HashSet<String>) {
+        let gone: Vec<Box<str>> = self
+            .owners
+            .iter()
+            .filter(|(id, slot)| slot.recorded && !seen.contains(&***id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            self.owner_deleted(&id);
+        }
+    }
+
+    fn route_caps(&self, limits: &BTreeMap<String, Limits>) -> RouteCaps {
+        // A name the configuration does not have (yet) gets an id too: it
+        // caps nothing until a route of that name exists.
+        RouteCaps::new(
+            limits
+                .iter()
+                .map(|(n, l)| (self.ctx.route_ids.id(n), *l))
+                .collect(),
+        )
+    }
+
+    /// `x-keygate-meta-<field>` for the forwarded fields `metadata` has.
+    fn metadata_headers(
+        &self,
+        metadata: &BTreeMap<String, String>,
+    ) -> Box<[(HeaderName, HeaderValue)]> {
+        self.ctx
+            .forward_metadata
+            .iter()
+            .filter_map(|f| {
+                let v = metadata.get(f)?;
+                let name = HeaderName::from_bytes(format!("x-keygate-meta-{f}").as_bytes()).ok()?;
+                Some((name, header_value(v)))
+            })
+            .collect()
     }
 
     fn policy(&mut self, row: KeyRow) -> Arc<KeyPolicy> {
@@ -100,6 +207,7 @@ impl Interner {
             cidrs: spec.allowed_cidrs,
             routes: spec.allowed_routes,
             limits: spec.rate_limits,
+            route_limits: spec.route_limits,
             metadata,
         };
         if let Some(p) = self.policies.get(&key) {
@@ -117,6 +225,7 @@ impl Interner {
             allowed_cidrs: key.cidrs.clone().into(),
             allowed_routes,
             limits: key.limits,
+            route_caps: self.route_caps(&key.route_limits),
             scopes_header: header_value(&key.scopes.join(" ")),
             metadata_headers: key
                 .metadata
@@ -135,7 +244,8 @@ impl Interner {
     /// Forgets policies and owners no key uses any more.
     pub fn prune(&mut self) {
         self.policies.retain(|_, p| Arc::strong_count(p) > 1);
-        self.owners.retain(|_, o| Arc::strong_count(o) > 1);
+        self.owners
+            .retain(|_, o| o.recorded || Arc::strong_count(&o.owner) > 1);
     }
 
     pub fn policies(&self) -> usize {
@@ -172,6 +282,7 @@ mod tests {
                 .into(),
                 ..KeySpec::default()
             },
+            credits: None,
         }
     }
 
@@ -202,6 +313,31 @@ mod tests {
             )]
         );
         assert_eq!(c.key_id_header(), c.id.hyphenated().to_string().as_str());
+    }
+
+    #[test]
+    fn an_owner_change_reaches_every_key_of_the_owner() {
+        let mut i = interner();
+        let a = i.entry(row("acme", &["a:read"], "gold", ""));
+        let b = i.entry(row("acme", &["b:read"], "gold", ""));
+        assert!(a.owner.state.load().enabled);
+        let mut spec = crate::owners::OwnerSpec {
+            enabled: false,
+            ..Default::default()
+        };
+        spec.metadata.insert("plan".into(), "silver".into());
+        i.owner_row(OwnerRow {
+            id: "acme".into(),
+            spec,
+            credits: None,
+        });
+        assert!(!b.owner.state.load().enabled);
+        assert_eq!(a.owner.state.load().metadata_headers.len(), 1);
+        i.owner_deleted("acme");
+        assert!(a.owner.state.load().enabled);
+        drop((a, b));
+        i.prune();
+        assert!(i.owners.is_empty());
     }
 
     #[test]

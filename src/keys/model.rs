@@ -18,14 +18,31 @@ use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 
 use crate::auth::hash::KeyHash;
+use crate::credits::{CreditState, CreditsInput, CreditsView};
 use crate::ratelimit::window::Limits;
 use crate::store::StoreError;
 use crate::store::sql::{Column, SqlRow, Value};
 
 /// A field that is present in a patch, even as `null` (which clears an
 /// optional field); an absent field is `None` through `#[serde(default)]`.
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+pub(crate) fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
     T::deserialize(d).map(Some)
+}
+
+/// Like [`present`], for an optional object field: `T` only from a JSON
+/// object (serde's derive would also read a struct from an array).
+pub(crate) fn present_object<'de, D: Deserializer<'de>, T: serde::de::DeserializeOwned>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    use serde::de::Error;
+    match Option::<serde_json::Map<String, serde_json::Value>>::deserialize(d)? {
+        None => Ok(Some(None)),
+        Some(m) => serde_path_to_error::deserialize(serde_json::Value::Object(m))
+            .map(|t| Some(Some(t)))
+            .map_err(|e| D::Error::custom(format!("{}: {}", e.path(), e.inner()))),
+    }
 }
 
 macro_rules! key_spec {
@@ -78,6 +95,9 @@ macro_rules! key_spec {
             /// Instead of `expires_at`: a duration from now, e.g. "30d".
             #[serde(default)]
             pub expires_in: Option<String>,
+            /// The key's own credits (`null`: none; the owner's apply).
+            #[serde(default, deserialize_with = "present_object")]
+            pub credits: Option<Option<CreditsInput>>,
         }
 
         impl KeyPatch {
@@ -88,13 +108,13 @@ macro_rules! key_spec {
 
             /// Whether it changes no field of the spec.
             pub fn is_empty(&self) -> bool {
-                $( self.$field.is_none() && )* self.expires_in.is_none()
+                $( self.$field.is_none() && )* self.expires_in.is_none() && self.credits.is_none()
             }
         }
 
         impl From<KeySpec> for KeyPatch {
             fn from(s: KeySpec) -> KeyPatch {
-                KeyPatch { $( $field: Some(s.$field), )* prefix: None, expires_in: None }
+                KeyPatch { $( $field: Some(s.$field), )* prefix: None, expires_in: None, credits: None }
             }
         }
     };
@@ -113,6 +133,9 @@ key_spec! {
     /// Route names the key may use; empty: all.
     allowed_routes: Vec<String> = Vec::new();
     rate_limits: Limits = Limits::default();
+    /// Per-route caps that replace the route's `rate_limits` for this key,
+    /// e.g. `{"orders-write": {"minute": 10}}` (`{}` lifts the cap).
+    route_limits: BTreeMap<String, Limits> = BTreeMap::new();
     /// Flat string fields; `gateway.forward_metadata` ones go upstream.
     metadata: BTreeMap<String, String> = BTreeMap::new();
     tags: Vec<String> = Vec::new();
@@ -179,6 +202,9 @@ pub struct KeyRecord {
     pub status: KeyStatus,
     /// Shared by a key and every key rotated from it (rate-limit identity).
     pub lineage_id: Uuid,
+    /// The key's own credits (shared with its rotations); absent: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credits: Option<CreditsView>,
 }
 
 impl KeyRecord {
@@ -211,6 +237,7 @@ pub struct NewKey {
     pub lineage_id: Uuid,
     pub created_at: DateTime<Utc>,
     pub spec: KeySpec,
+    pub credits: Option<CreditState>,
 }
 
 /// A key as the sync loads it into the gateway's table.
@@ -223,6 +250,7 @@ pub struct KeyRow {
     pub rotated_to: Option<Uuid>,
     pub rotated_at: Option<DateTime<Utc>>,
     pub spec: KeySpec,
+    pub credits: Option<CreditState>,
 }
 
 #[cfg(test)]
@@ -266,6 +294,7 @@ mod tests {
             use_count: 0,
             status: KeyStatus::Active,
             lineage_id: Uuid::nil(),
+            credits: None,
         };
         let v = serde_json::to_value(&r).expect("json");
         for field in [

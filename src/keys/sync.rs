@@ -18,7 +18,7 @@ use super::KeyTable;
 use super::intern::{EntryContext, Interner};
 use crate::auth::hash::{KeyHash, PrefixBuildHasher};
 use crate::clock::Clock;
-use crate::store::{KeyFeed, StoreError};
+use crate::store::{FeedRow, KeyFeed, StoreError};
 
 /// How the sync stands, for `/readyz`.
 #[derive(Debug, Default)]
@@ -111,21 +111,29 @@ impl KeySync {
                 HashSet::with_capacity_and_hasher(self.table.len(), PrefixBuildHasher::default())
             });
         let mut loaded = 0;
+        let mut owners = HashSet::new();
         let (table, interner) = (&self.table, &mut self.interner);
         let seq = self
             .store
-            .snapshot(&mut |row| {
-                let hash = row.hash;
-                table.insert(hash, Arc::new(interner.entry(row)));
-                if let Some(f) = fresh.as_mut() {
-                    f.insert(hash);
+            .snapshot(&mut |row| match row {
+                FeedRow::Owner(o) => {
+                    owners.insert(o.id.clone());
+                    interner.owner_row(o);
                 }
-                loaded += 1;
+                FeedRow::Key(row) => {
+                    let hash = row.hash;
+                    table.insert(hash, Arc::new(interner.entry(row)));
+                    if let Some(f) = fresh.as_mut() {
+                        f.insert(hash);
+                    }
+                    loaded += 1;
+                }
             })
             .await?;
         if let Some(fresh) = fresh {
             self.table.retain(|h| fresh.contains(h));
         }
+        self.interner.owners_loaded(&owners);
         self.interner.prune();
         self.seq = Some(seq);
         self.synced();
@@ -141,7 +149,16 @@ impl KeySync {
         if changes.reload {
             return self.load().await.map(|_| ());
         }
-        let changed = !changes.upserts.is_empty() || !changes.deletes.is_empty();
+        let changed = !changes.upserts.is_empty()
+            || !changes.deletes.is_empty()
+            || !changes.owner_deletes.is_empty();
+        // Owners first: a key that moved arrives with its owner's record.
+        for row in changes.owners {
+            self.interner.owner_row(row);
+        }
+        for id in &changes.owner_deletes {
+            self.interner.owner_deleted(id);
+        }
         for row in changes.upserts {
             let hash = row.hash;
             self.table.insert(hash, Arc::new(self.interner.entry(row)));

@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::model::KeyPatch;
 use crate::auth::{key, scope};
 use crate::config::validate_cidr;
+use crate::credits::{CreditChange, CreditOp, CreditsInput, Interval, MAX_CREDITS};
 use crate::ratelimit::window::Limits;
 
 pub const MAX_OWNER_LEN: usize = 128;
@@ -139,6 +140,78 @@ pub fn patch(e: &mut Errors, p: &KeyPatch, routes: &HashSet<String>) {
     }
     if let Some(v) = &p.tags {
         tags(e, v);
+    }
+    if let Some(v) = &p.route_limits {
+        route_limits(e, v, routes);
+    }
+    if let Some(Some(c)) = &p.credits {
+        credits(e, c);
+    }
+}
+
+/// `route_limits`: route names from the configuration, valid limits.
+pub fn route_limits(e: &mut Errors, v: &BTreeMap<String, Limits>, known: &HashSet<String>) {
+    list_len(e, "route_limits", v.len());
+    for (r, l) in v {
+        if !known.contains(r) {
+            e.add(
+                format!("route_limits.{r}"),
+                format!("no route named {r:?} in the configuration"),
+            );
+        }
+        for (w, n) in l.iter() {
+            if !crate::ratelimit::window::valid_limit(n) {
+                e.add(
+                    format!("route_limits.{r}.{w}"),
+                    crate::ratelimit::window::LIMIT_RANGE,
+                );
+            }
+        }
+    }
+}
+
+fn credit_amount(e: &mut Errors, field: &str, n: i64, min: i64) {
+    if !(min..=MAX_CREDITS).contains(&n) {
+        e.add(field, format!("must be {min} to 10^15"));
+    }
+}
+
+/// `credits`: a balance of 0 to 10^15; a refill of 1 to 10^15, monthly on
+/// day 1 to 28 (a daily refill has no day).
+pub fn credits(e: &mut Errors, c: &CreditsInput) {
+    if let Some(n) = c.remaining {
+        credit_amount(e, "credits.remaining", n, 0);
+    }
+    if let Some(Some(r)) = &c.refill {
+        credit_amount(e, "credits.refill.amount", r.amount, 1);
+        match (r.interval, r.day_of_month) {
+            (Interval::Day, Some(_)) => e.add(
+                "credits.refill.day_of_month",
+                "only a monthly refill has a day of the month",
+            ),
+            (Interval::Month, Some(d)) if !(1..=28).contains(&d) => {
+                e.add("credits.refill.day_of_month", "must be 1 to 28")
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `POST .../credits`: `add` (1 to 10^15) or `set` (0 to 10^15), not both.
+pub fn credit_change(e: &mut Errors, c: &CreditChange) -> Option<CreditOp> {
+    match (c.add, c.set) {
+        (Some(n), None) => {
+            credit_amount(e, "add", n, 1);
+            Some(CreditOp::Add(n))
+        }
+        (None, Some(n)) => {
+            credit_amount(e, "set", n, 0);
+            Some(CreditOp::Set(n))
+        }
+        _ => {
+            e.add("", "give add or set (one of them)");
+            None
+        }
     }
 }
 

@@ -82,8 +82,7 @@ impl Keys {
             .decode(signature.trim())
             .map_err(|_| SignatureError::Malformed)?;
         let sig = Signature::from_der(&der).map_err(|_| SignatureError::Malformed)?;
-        key.verify(body, &sig)
-            .map_err(|_| SignatureError::Mismatch)
+        key.verify(body, &sig).map_err(|_| SignatureError::Mismatch)
     }
 }
 

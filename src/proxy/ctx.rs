@@ -10,7 +10,7 @@ use super::routing::Routing;
 use super::upstream::Tried;
 use crate::keys::KeyEntry;
 use crate::outcome::Outcome;
-use crate::ratelimit::RateStatus;
+use crate::ratelimit::{Debit, RateStatus};
 
 /// Counts a request as in flight from its context's creation to its drop;
 /// graceful shutdown waits for the count to reach zero.
@@ -49,6 +49,11 @@ pub struct RequestCtx {
     pub key_from_bearer: bool,
     /// Rate-limit state for the response headers.
     pub rate: Option<RateStatus>,
+    /// The credit balance after this request, what it was charged, and the
+    /// cost the upstream reported (post-paid routes).
+    pub credits_remaining: Option<i64>,
+    pub debit: Option<Debit>,
+    pub reported_cost: Option<i64>,
     pub outcome: Outcome,
     /// When keygate finished its own work and handed the request upstream.
     pub policy_done: Option<Instant>,
@@ -89,6 +94,9 @@ impl RequestCtx {
             key: None,
             key_from_bearer: false,
             rate: None,
+            credits_remaining: None,
+            debit: None,
+            reported_cost: None,
             outcome: Outcome::Ok,
             policy_done: None,
             upstream: None,

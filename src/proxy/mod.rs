@@ -2,6 +2,7 @@
 //! [`service`]), the policy it applies ([`policy`]), request context,
 //! routing, upstreams, header hygiene and rejections.
 
+mod charge;
 pub mod ctx;
 pub mod door;
 pub mod headers;

@@ -20,13 +20,15 @@ use crate::clock::Clock;
 use crate::config::{AuthMode, Config};
 use crate::keys::{KeyEntry, KeyTable};
 use crate::outcome::{Outcome, Rejection};
-use crate::ratelimit::{Limiter, RateStatus};
+use crate::ratelimit::{Debit, Limiter, RateStatus};
 use crate::routes::RouteId;
 use crate::usage::UsageRecord;
 
 pub const KEY_ID: &str = "x-keygate-key-id";
 pub const OWNER_ID: &str = "x-keygate-owner-id";
 pub const SCOPES: &str = "x-keygate-scopes";
+/// The balance after this request, upstream (the client's is in `charge`).
+pub const CREDITS_UPSTREAM: &str = "x-keygate-credits-remaining";
 
 pub struct Gate {
     key_header: HeaderName,
@@ -80,6 +82,9 @@ pub struct Decision {
     pub key: Option<Arc<KeyEntry>>,
     /// Rate-limit state for the response headers.
     pub rate: Option<RateStatus>,
+    /// The credit balance after the request, and what it was charged.
+    pub credits_remaining: Option<i64>,
+    pub debit: Option<Debit>,
     pub verdict: Result<(), Rejection>,
 }
 
@@ -220,17 +225,28 @@ impl Gate {
                 return Decision {
                     key,
                     rate: None,
+                    credits_remaining: None,
+                    debit: None,
                     verdict: Err(rejection),
                 };
             }
         };
-        let (rate, verdict) = match self.limiter.check(&entry, a.route.map(Route::limits)).await {
-            Ok(rate) => (rate, Ok(())),
-            Err((rejection, rate)) => (rate, Err(rejection)),
+        let owner = entry.owner.state.load();
+        let route = a.route.map(Route::limits);
+        let (limited, verdict) = match self.limiter.check(&entry, &owner, route).await {
+            Ok(l) => (l, Ok(())),
+            Err((rejection, l)) => (l, Err(rejection)),
+        };
+        drop(owner);
+        let (credits_remaining, debit) = match limited.credits {
+            Some(c) => (Some(c.remaining), c.debit),
+            None => (None, None),
         };
         Decision {
             key: Some(entry),
-            rate,
+            rate: limited.rate,
+            credits_remaining,
+            debit,
             verdict,
         }
     }
@@ -263,6 +279,8 @@ impl Gate {
         let d = self.decide(&attempt).await;
         ctx.key = d.key;
         ctx.rate = d.rate;
+        ctx.credits_remaining = d.credits_remaining;
+        ctx.debit = d.debit;
         d.verdict
     }
 
@@ -286,9 +304,16 @@ impl Gate {
             req.insert_header(KEY_ID, key.key_id_header())?;
             req.insert_header(OWNER_ID, key.owner.header.clone())?;
             req.insert_header(SCOPES, key.policy.scopes_header.clone())?;
+            // The owner's forwarded metadata, then the key's (which wins).
+            for (name, value) in key.owner.state.load().metadata_headers.iter() {
+                req.insert_header(name.clone(), value.clone())?;
+            }
             for (name, value) in key.policy.metadata_headers.iter() {
                 req.insert_header(name.clone(), value.clone())?;
             }
+        }
+        if let Some(n) = ctx.credits_remaining {
+            req.insert_header(CREDITS_UPSTREAM, n)?;
         }
         Ok(())
     }
@@ -308,6 +333,7 @@ impl Gate {
             resp.insert_header("ratelimit-policy", r.policy.as_str())?;
             resp.insert_header("ratelimit", r.current.as_str())?;
         }
+        super::charge::client_header(resp, ctx)?;
         if let Some(d) = ctx.key.as_ref().and_then(|k| k.deprecation.as_deref()) {
             resp.insert_header("deprecation", format!("@{}", d.since.timestamp()))?;
             resp.insert_header(
@@ -342,6 +368,8 @@ impl Gate {
             bytes_out: s.bytes_out,
             client_ip: s.client_ip,
             deprecated_key: key.is_some_and(|k| k.deprecation.is_some()),
+            credits: 0,
+            charged_to: None,
         }
     }
 }

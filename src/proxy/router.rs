@@ -121,6 +121,8 @@ mod tests {
             auth: AuthMode::Public,
             scopes: vec![],
             rate_limits: Limits::default(),
+            cost: 1,
+            cost_header: None,
         }
     }
 

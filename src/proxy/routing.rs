@@ -13,7 +13,7 @@ use super::upstream::{ResolveError, UpstreamPool};
 use crate::config::{Config, RouteConfig};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::outcome::{Outcome, Rejection};
-use crate::ratelimit::RouteLimits;
+use crate::ratelimit::{RouteCost, RouteLimits};
 use crate::routes::{RouteId, RouteIds};
 
 /// One configured route.
@@ -31,6 +31,10 @@ impl Route {
             id: self.id,
             name: &self.name,
             caps: &self.cfg.rate_limits,
+            cost: RouteCost {
+                cost: i64::try_from(self.cfg.cost).unwrap_or(i64::MAX),
+                post_paid: self.cfg.cost_header.is_some(),
+            },
         }
     }
 }

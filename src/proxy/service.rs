@@ -130,10 +130,11 @@ impl ProxyHttp for Proxy {
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
-        _resp: &mut ResponseHeader,
+        resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.upstream_answered.get_or_insert_with(Instant::now);
+        self.state.gate.read_cost(resp, ctx);
         Ok(())
     }
 
@@ -190,6 +191,7 @@ impl ProxyHttp for Proxy {
             ctx.outcome,
             elapsed.as_secs_f64(),
         );
+        let charge = s.gate.finish_charge(ctx);
         let Some(usage) = &s.usage else { return };
         let served = Served {
             request_id: ctx.request_id(),
@@ -202,10 +204,13 @@ impl ProxyHttp for Proxy {
             bytes_out: session.body_bytes_sent() as u64,
             client_ip: ctx.client_ip,
         };
-        usage.record(
-            s.gate
-                .usage_record(ctx.key.as_deref(), route, ctx.outcome, served),
-        );
+        let mut record = s
+            .gate
+            .usage_record(ctx.key.as_deref(), route, ctx.outcome, served);
+        if let Some((credits, to)) = charge {
+            (record.credits, record.charged_to) = (credits, Some(to));
+        }
+        usage.record(record);
     }
 }
 

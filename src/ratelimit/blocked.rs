@@ -31,6 +31,14 @@ impl BlockCache {
             .max_by_key(|b| b.until_ms)
     }
 
+    /// A running block of an owner's shared windows.
+    pub fn get_owner(&self, owner: Uuid, now_ms: u64) -> Option<Block> {
+        let map = self.map.pin();
+        map.get(&(owner, Scope::Owner))
+            .copied()
+            .filter(|b| b.until_ms > now_ms)
+    }
+
     pub fn insert(&self, id: Uuid, scope: Scope, block: Block) {
         self.map.pin().insert((id, scope), block);
     }

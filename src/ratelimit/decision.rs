@@ -18,12 +18,14 @@
 
 use super::window::{Bucket, Window};
 
-/// Which limit a check belongs to: the key's own, or a route's per-key cap.
+/// Which limit a check belongs to: the key's own, a route's per-key cap (or
+/// its override), or the key's owner's (shared by all the owner's keys).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scope {
     Key,
     /// A route's per-key cap (by the route's stable id).
     Route(crate::routes::RouteId),
+    Owner,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,12 +151,27 @@ pub fn evaluate(checks: &[Check], spans: &[Span], counts: &[Counts]) -> Verdict 
             }
         }
     }
-    let windows = checks
+    let windows = statuses(checks, spans, counts, allowed);
+    Verdict {
+        allowed,
+        windows,
+        rejected_by,
+    }
+}
+
+/// Each window's state after a decision; `counted`: the request counted.
+pub fn statuses(
+    checks: &[Check],
+    spans: &[Span],
+    counts: &[Counts],
+    counted: bool,
+) -> Vec<WindowStatus> {
+    checks
         .iter()
         .zip(spans)
         .zip(counts)
         .map(|((check, span), c)| {
-            let after = if allowed {
+            let after = if counted {
                 Counts {
                     curr: c.curr + 1,
                     prev: c.prev,
@@ -172,21 +189,18 @@ pub fn evaluate(checks: &[Check], spans: &[Span], counts: &[Counts]) -> Verdict 
                 window_secs: span.bucket.len_ms / 1000,
             }
         })
-        .collect();
-    Verdict {
-        allowed,
-        windows,
-        rejected_by,
-    }
+        .collect()
 }
 
-/// The checks for one request: the key's own windows, then the route's per-key caps.
+/// The checks for one request: the key's own windows, the route's per-key
+/// caps, then the owner's shared windows.
 pub fn plan(
     key: &super::window::Limits,
     route: crate::routes::RouteId,
     route_caps: &super::window::Limits,
+    owner: &super::window::Limits,
 ) -> Vec<Check> {
-    let mut checks = Vec::with_capacity(10);
+    let mut checks = Vec::with_capacity(15);
     checks.extend(key.iter().map(|(window, limit)| Check {
         scope: Scope::Key,
         window,
@@ -194,6 +208,11 @@ pub fn plan(
     }));
     checks.extend(route_caps.iter().map(|(window, limit)| Check {
         scope: Scope::Route(route),
+        window,
+        limit,
+    }));
+    checks.extend(owner.iter().map(|(window, limit)| Check {
+        scope: Scope::Owner,
         window,
         limit,
     }));

@@ -10,10 +10,13 @@
 pub mod batched;
 pub mod blocked;
 pub mod breaker;
+mod conclude;
+pub mod credit;
 pub mod decision;
 mod health;
 pub mod memory;
 pub mod redis;
+mod request;
 mod status;
 pub mod window;
 
@@ -25,28 +28,63 @@ use tokio::sync::watch;
 use crate::clock::Clock;
 use crate::config::{Config, OnBackendError, RateLimitBackend};
 use crate::keys::KeyEntry;
+use crate::keys::entry::OwnerState;
 use crate::metrics::Metrics;
 use crate::outcome::{Detail, Outcome, Rejection};
 use crate::routes::RouteId;
 use blocked::{Block, BlockCache};
-use decision::{Check, Span, Verdict, WindowStatus, plan};
+pub use credit::Debit;
+pub use credit::RouteCost;
+use credit::Seeds;
+use decision::{Check, Span, WindowStatus, plan};
 pub use health::{BackendState, Health};
 use memory::MemoryLimiter;
 use redis::RedisBackend;
 pub use status::RateStatus;
 
+use window::Limits;
+
 /// The route a request is on, as the limiter sees it: its stable id (local
-/// state), its name (Redis keys, header names) and its per-key caps.
+/// state), its name (Redis keys, header names), its per-key caps and its cost.
 #[derive(Debug, Clone, Copy)]
 pub struct RouteLimits<'a> {
     pub id: RouteId,
     pub name: &'a str,
     pub caps: &'a Limits,
+    pub cost: RouteCost,
 }
-use window::Limits;
 
-/// The outcome of a check: headers to send, and a rejection if refused.
-pub type LimitResult = Result<Option<RateStatus>, (Rejection, Option<RateStatus>)>;
+impl RouteLimits<'_> {
+    /// A verify call without a route: an id no route has (no caps, no
+    /// blocks), the default cost.
+    pub const NONE: RouteLimits<'static> = RouteLimits {
+        id: RouteId(u32::MAX),
+        name: "",
+        caps: &Limits::NONE,
+        cost: RouteCost::DEFAULT,
+    };
+}
+
+/// What a check found: rate-limit state for the headers, and the credits.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Limited {
+    pub rate: Option<RateStatus>,
+    pub credits: Option<Box<Credits>>,
+}
+
+/// The credit part of a check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credits {
+    /// The balance after the request (also when refused for credits).
+    pub remaining: i64,
+    /// What an admitted request was charged.
+    pub debit: Option<Debit>,
+}
+
+/// The outcome of a check, and a rejection if refused.
+pub type LimitResult = Result<Limited, (Rejection, Limited)>;
+
+use request::Req;
 
 pub struct Limiter {
     redis: Option<Arc<RedisBackend>>,
@@ -58,6 +96,7 @@ pub struct Limiter {
     on_error: OnBackendError,
     timeout: Duration,
     probe_interval: Duration,
+    seeds: Seeds,
     clock: Clock,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
@@ -100,10 +139,17 @@ impl Limiter {
             on_error: rl.on_backend_error,
             timeout: rl.timeout,
             probe_interval: rl.breaker_probe_interval,
+            seeds: Seeds::default(),
             clock,
             metrics,
             health,
         })
+    }
+
+    /// Where balances missing from the limiter are rebuilt from.
+    pub fn with_ledger(mut self, ledger: Arc<dyn crate::store::CreditLedger>) -> Limiter {
+        self.seeds = Seeds::new(ledger);
+        self
     }
 
     fn probe_timeout(&self) -> Duration {
@@ -133,80 +179,57 @@ impl Limiter {
         self.metrics.ratelimit_degraded.set(i64::from(degraded));
     }
 
-    /// Checks and counts one request of `key` on `route`.
-    /// `route`: `None` for a verify call without a route (key limits only).
-    pub async fn check(&self, key: &KeyEntry, route: Option<RouteLimits<'_>>) -> LimitResult {
+    /// Checks and counts one request of `key` (whose owner is in `owner`
+    /// state) on `route`, and debits its credits.
+    /// `route`: `None` for a verify call without a route (no route cap).
+    pub async fn check(
+        &self,
+        key: &KeyEntry,
+        owner: &OwnerState,
+        route: Option<RouteLimits<'_>>,
+    ) -> LimitResult {
         // No route: an id no route has, so no route caps or blocks apply.
-        let none = Limits::default();
-        let (id, route, caps) =
-            route.map_or((RouteId(u32::MAX), "", &none), |r| (r.id, r.name, r.caps));
-        if key.limits().is_empty() && caps.is_empty() {
-            return Ok(None);
-        }
-        let checks = plan(key.limits(), id, caps);
-        if checks.is_empty() {
-            return Ok(None);
-        }
+        let route = route.unwrap_or(RouteLimits::NONE);
+        let caps = request::route_cap(key, owner, route.id, *route.caps);
         let now = self.clock.now_ms().max(0) as u64;
-        if let Some(block) = self.blocked.get(key.limit_id, id, now) {
-            return Err(self.blocked_rejection(&checks, &block, route, now));
+        let credit = credit::plan(key, owner, route.cost, now as i64);
+        if key.limits().is_empty() && caps.is_empty() && owner.limits.is_empty() && credit.is_none()
+        {
+            return Ok(Limited::default());
+        }
+        let checks = plan(key.limits(), route.id, &caps, &owner.limits);
+        let block = self.blocked.get(key.limit_id, route.id, now).or_else(|| {
+            let shared = !owner.limits.is_empty();
+            shared.then(|| self.blocked.get_owner(key.owner.limit_id, now))?
+        });
+        if let Some(block) = block {
+            let (r, rate) = self.blocked_rejection(&checks, &block, route.name, now);
+            let limited = Limited {
+                rate,
+                ..Limited::default()
+            };
+            return Err((r, limited));
         }
         let spans: Vec<Span> = checks.iter().map(|c| Span::at(c.window, now)).collect();
-        let verdict = match &self.redis {
-            None => self.local.check(key.limit_id, &checks, &spans),
-            Some(r) => match self.backend_check(r, key, &checks, &spans, route).await {
+        let req = Req {
+            key,
+            owner,
+            checks,
+            spans,
+            credit,
+            route,
+        };
+        let (verdict, credit) = match &self.redis {
+            None => self.local_call(&req).await,
+            Some(r) => match self.backend_check(r, &req).await {
                 Some(v) => v,
-                None => match self.on_error {
-                    OnBackendError::Local => self.local.check(key.limit_id, &checks, &spans),
-                    OnBackendError::Allow => return Ok(None),
-                    OnBackendError::Deny => {
-                        let r = Rejection {
-                            outcome: Outcome::RateLimitUnavailable,
-                            detail: Detail::RetryAfter(1),
-                        };
-                        return Err((r, None));
-                    }
+                None => match self.fallback(&req).await {
+                    Ok(v) => v,
+                    Err(e) => return e,
                 },
             },
         };
-        self.conclude(key, &checks, verdict, route, now)
-    }
-
-    /// The Redis decision, exact or batched; `None` when Redis could not
-    /// answer (and the fallback applies).
-    async fn backend_check(
-        &self,
-        r: &RedisBackend,
-        key: &KeyEntry,
-        checks: &[Check],
-        spans: &[Span],
-        name: &str,
-    ) -> Option<Verdict> {
-        if r.breaker.is_open() {
-            return None;
-        }
-        let Some(b) = &self.batched else {
-            // Exact: one script call per request.
-            let prefix = redis::key_prefix(key.limit_id);
-            let call = r.check(&prefix, checks, spans, name, self.probe_timeout());
-            let (allowed, counts) = self.guarded(r, call).await?;
-            let mut v = decision::evaluate(checks, spans, &counts);
-            if v.allowed != allowed {
-                // A floating-point edge: Redis decided (and counted, or not); follow it.
-                v.allowed = allowed;
-                if !allowed && v.rejected_by.is_none() {
-                    v.rejected_by = Some((0, 1_000));
-                }
-            }
-            return Some(v);
-        };
-        if let Some(v) = b.try_check(key.limit_id, checks, spans, name) {
-            return Some(v);
-        }
-        // First use of this key here: read its windows from Redis first.
-        let sync = b.sync_key(key.limit_id, checks, spans, name, self.probe_timeout());
-        self.guarded(r, sync).await?;
-        b.try_check(key.limit_id, checks, spans, name)
+        self.conclude(&req, verdict, credit, now)
     }
 
     /// One Redis call bounded by `ratelimit.timeout`, with the breaker's
@@ -240,37 +263,26 @@ impl Limiter {
         }
     }
 
-    fn conclude(
-        &self,
-        key: &KeyEntry,
-        checks: &[Check],
-        v: Verdict,
-        route: &str,
-        now: u64,
-    ) -> LimitResult {
-        match v.rejected_by {
-            Some((i, wait)) if !v.allowed => {
-                let check = checks[i];
-                self.blocked.insert(
-                    key.limit_id,
-                    check.scope,
-                    Block {
-                        until_ms: now.saturating_add(wait),
-                        window: check.window,
-                    },
-                );
-                let status = self.status(&v.windows, Some(i), route);
-                let retry_after = wait.div_ceil(1000);
-                let r = Rejection {
-                    outcome: Outcome::RateLimited,
-                    detail: Detail::RateLimited {
-                        window: check.window,
-                        retry_after,
-                    },
-                };
-                Err((r, Some(status)))
+    /// A post-paid route's correction after the response: the upstream
+    /// reported `credits`, the request reserved `debit.reserved`.
+    pub async fn settle(&self, debit: &Debit, credits: i64) {
+        let delta = credits.saturating_sub(debit.reserved);
+        if delta == 0 {
+            return;
+        }
+        let epoch = debit.charged_to.epoch;
+        match (&debit.at, &self.redis) {
+            (credit::CellAt::Local(id), _) => self.local.settle(*id, epoch, delta),
+            (credit::CellAt::Redis(cell), Some(r)) => {
+                let call = r.settle(cell, epoch, delta, self.probe_timeout());
+                if self.guarded(r, call).await.is_none() {
+                    tracing::warn!(
+                        delta,
+                        "credits: a post-paid correction did not reach redis; the ledger has it"
+                    );
+                }
             }
-            _ => Ok(Some(self.status(&v.windows, None, route))),
+            (credit::CellAt::Redis(_), None) => {}
         }
     }
 

@@ -20,9 +20,13 @@ pub struct RateStatus {
 
 /// Appends the policy's name: the window, prefixed by the route for caps.
 fn write_policy_name(out: &mut String, c: &Check, route_name: &str) {
-    if let Scope::Route(_) = c.scope {
-        out.push_str(route_name);
-        out.push('.');
+    match c.scope {
+        Scope::Route(_) => {
+            out.push_str(route_name);
+            out.push('.');
+        }
+        Scope::Owner => out.push_str("owner."),
+        Scope::Key => {}
     }
     out.push_str(c.window.as_str());
 }

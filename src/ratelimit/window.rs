@@ -117,46 +117,66 @@ fn month_bucket(now_ms: u64) -> Bucket {
 }
 
 /// Maximum requests per window; `None` means no limit in that window.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
-)]
-#[serde(deny_unknown_fields)]
+/// Read only from an object (`{"minute": 100}`), never an array.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 pub struct Limits {
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        default,
-        deserialize_with = "whole_number"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 1_000_000_000_000_000_u64)]
     pub second: Option<u64>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        default,
-        deserialize_with = "whole_number"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 1_000_000_000_000_000_u64)]
     pub minute: Option<u64>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        default,
-        deserialize_with = "whole_number"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 1_000_000_000_000_000_u64)]
     pub hour: Option<u64>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        default,
-        deserialize_with = "whole_number"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 1_000_000_000_000_000_u64)]
     pub day: Option<u64>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        default,
-        deserialize_with = "whole_number"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 1_000_000_000_000_000_u64)]
     pub month: Option<u64>,
+}
+
+/// A limit as written: a whole number, also when written `100.0`.
+struct WholeNumber(u64);
+
+impl<'de> Deserialize<'de> for WholeNumber {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let n = serde_json::Number::deserialize(d)?;
+        n.as_u64()
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < 1.8e19)
+                    .map(|f| f as u64)
+            })
+            .map(WholeNumber)
+            .ok_or_else(|| D::Error::custom(format!("{n} is not a whole number >= 0")))
+    }
+}
+
+impl<'de> Deserialize<'de> for Limits {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Limits;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of windows (second, minute, hour, day, month) and limits")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Limits, A::Error> {
+                use serde::de::Error;
+                const NAMES: &[&str] = &["second", "minute", "hour", "day", "month"];
+                let mut l = Limits::default();
+                while let Some(k) = m.next_key::<String>()? {
+                    let w = Window::parse(&k).ok_or_else(|| A::Error::unknown_field(&k, NAMES))?;
+                    let v: Option<WholeNumber> = m.next_value()?;
+                    l.set(w, v.map(|n| n.0));
+                }
+                Ok(l)
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 /// The largest limit: counts stay exact as doubles in Redis's Lua.
@@ -170,25 +190,16 @@ pub fn valid_limit(n: u64) -> bool {
 /// The error for a limit outside [`valid_limit`].
 pub const LIMIT_RANGE: &str = "must be 1 to 10^15";
 
-/// A limit: a whole number up to [`MAX_LIMIT`], also when written `100.0`
-/// (JSON does not tell integers from floats).
-fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    use serde::de::Error;
-    match Option::<serde_json::Number>::deserialize(d)? {
-        None => Ok(None),
-        Some(n) => n
-            .as_u64()
-            .or_else(|| {
-                n.as_f64()
-                    .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < 1.8e19)
-                    .map(|f| f as u64)
-            })
-            .map(Some)
-            .ok_or_else(|| D::Error::custom(format!("{n} is not a whole number >= 0"))),
-    }
-}
-
 impl Limits {
+    /// No limit in any window (for constants; `Limits::default()` elsewhere).
+    pub const NONE: Limits = Limits {
+        second: None,
+        minute: None,
+        hour: None,
+        day: None,
+        month: None,
+    };
+
     pub fn get(&self, w: Window) -> Option<u64> {
         [self.second, self.minute, self.hour, self.day, self.month][w.index()]
     }
@@ -247,6 +258,15 @@ mod tests {
             dec.index + 1,
             Window::Month.bucket(ms(2024, 1, 1, 0, 0, 0)).index
         );
+    }
+
+    #[test]
+    fn limits_are_read_from_objects_only() {
+        let l: Limits = serde_json::from_str(r#"{"minute": 100.0, "day": null}"#).expect("limits");
+        assert_eq!((l.minute, l.day), (Some(100), None));
+        assert!(serde_json::from_str::<Limits>("[null, null]").is_err());
+        assert!(serde_json::from_str::<Limits>(r#"{"year": 1}"#).is_err());
+        assert!(serde_json::from_str::<Limits>(r#"{"minute": 1.5}"#).is_err());
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::auth::hash::KeyHasher;
 use crate::auth::key::{self, PlaintextKey};
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::credits::{self, CreditChange, CreditOp, CreditState};
 use crate::keys::model::{KeyPatch, KeyRecord, KeySpec, KeyStatus, NewKey};
 use crate::keys::validate::{self as v, Errors};
 use crate::routes::KnownRoutes;
@@ -90,7 +91,12 @@ impl KeyService {
     }
 
     /// A new secret with `prefix` and the key row that stores its hash.
-    fn new_key(&self, prefix: &str, spec: KeySpec) -> Result<(PlaintextKey, NewKey), ServiceError> {
+    fn new_key(
+        &self,
+        prefix: &str,
+        spec: KeySpec,
+        credits: Option<CreditState>,
+    ) -> Result<(PlaintextKey, NewKey), ServiceError> {
         let secret =
             key::generate(prefix).map_err(|e| ServiceError::field("prefix", e.to_string()))?;
         let id = crate::ids::uuid_v7();
@@ -102,6 +108,7 @@ impl KeyService {
             lineage_id: id,
             created_at: self.clock.now(),
             spec,
+            credits,
         };
         Ok((secret, new))
     }
@@ -136,9 +143,13 @@ impl KeyService {
             .prefix
             .take()
             .unwrap_or_else(|| self.default_prefix.clone());
+        let credits = req.credits.take().and_then(|input| {
+            let op = CreditOp::Configure(input);
+            credits::apply(None, &op, (0, 0), self.clock.now_ms()).0
+        });
         let mut spec = KeySpec::default();
         req.apply_to(&mut spec);
-        let (secret, new) = self.new_key(&prefix, spec)?;
+        let (secret, new) = self.new_key(&prefix, spec, credits)?;
         let audit = self.audit(actor, "key.create");
         let key = self.store.insert_key(&new, self.rules, audit).await?;
         Ok(CreatedKey { key, secret })
@@ -244,7 +255,7 @@ impl KeyService {
             .ok_or_else(|| ServiceError::field("grace", "a duration up to a year, e.g. \"24h\""))?;
         let old = self.get(id).await?;
         // The store copies the old key's spec under its lock; this one is a placeholder.
-        let (secret, new) = self.new_key(&old.prefix, old.spec)?;
+        let (secret, new) = self.new_key(&old.prefix, old.spec, None)?;
         let until = new.created_at + grace;
         let audit = self.audit(actor, "key.rotate");
         let (key, previous) = self.store.rotate_key(id, &new, until, audit).await?;
@@ -253,6 +264,27 @@ impl KeyService {
             secret,
             previous,
         })
+    }
+
+    /// Tops up or sets the key's credits (its lineage's: rotations share them).
+    pub async fn credits(
+        &self,
+        id: Uuid,
+        change: &CreditChange,
+        actor: &Actor,
+    ) -> Result<KeyRecord, ServiceError> {
+        let mut e = Errors::default();
+        let op = v::credit_change(&mut e, change);
+        let op = e.into_result(op).map_err(ServiceError::Invalid)?;
+        let Some(op) = op else {
+            return Err(ServiceError::field("", "give add or set"));
+        };
+        let change = KeyChange::Credits(op);
+        let audit = self.audit(actor, "key.credits");
+        Ok(self
+            .store
+            .change_key(id, &change, self.clock.now(), audit)
+            .await?)
     }
 
     pub async fn delete(&self, id: Uuid, actor: &Actor) -> Result<(), ServiceError> {

@@ -5,6 +5,7 @@
 
 mod audit;
 mod keys;
+mod owners;
 mod usage;
 
 use crate::auth::hash::KeyHasher;
@@ -14,7 +15,8 @@ use crate::keys::validate::FieldError;
 use crate::store::{StoreError, Stores};
 pub use audit::{AuditService, ChainHead};
 pub use keys::{CreatedKey, KeyService, MAX_GRACE, RotatedKey};
-pub use usage::{UsageReport, UsageService};
+pub use owners::OwnerService;
+pub use usage::{OwnerUsageReport, UsageReport, UsageService};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -65,9 +67,10 @@ pub mod page {
     }
 }
 
-/// The three services over one store.
+/// The services over one store.
 pub struct Services {
     pub keys: KeyService,
+    pub owners: OwnerService,
     pub audit: AuditService,
     pub usage: UsageService,
 }
@@ -83,8 +86,14 @@ impl Services {
                 config,
                 clock.clone(),
             ),
+            owners: OwnerService::new(stores.owners.clone(), sealer.clone(), config, clock.clone()),
             audit: AuditService::new(stores.audit.clone(), sealer),
-            usage: UsageService::new(stores.usage.clone(), stores.keys.clone(), clock),
+            usage: UsageService::new(
+                stores.usage.clone(),
+                stores.keys.clone(),
+                stores.owners.clone(),
+                clock,
+            ),
         }
     }
 }

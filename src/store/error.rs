@@ -25,6 +25,12 @@ impl ConflictReason {
 pub enum StoreError {
     #[error("key {0} not found")]
     NotFound(Uuid),
+    #[error("owner {0:?} not found")]
+    OwnerNotFound(String),
+    #[error("owner {0:?} already exists")]
+    OwnerExists(String),
+    #[error("owner {owner:?} still has {keys} key(s); delete them first")]
+    OwnerHasKeys { owner: String, keys: i64 },
     #[error("owner {owner:?} already has {max} live keys (keys.max_per_owner)")]
     OwnerLimit { owner: String, max: u32 },
     #[error("key {id} is {}; {what}", .reason.status())]

@@ -20,7 +20,9 @@ use uuid::Uuid;
 use crate::audit::{Audit, AuditEntry};
 use crate::auth::hash::KeyHash;
 use crate::config::{StoreConfig, StoreUrl};
+use crate::credits::{Account, CreditOp};
 use crate::keys::model::{KeyPatch, KeyRecord, KeyRow, KeyStatus, NewKey};
+use crate::owners::{OwnerPatch, OwnerRecord, OwnerRow};
 use crate::usage::UsageRecord;
 pub use error::{ConflictReason, StoreError};
 
@@ -28,7 +30,25 @@ pub use error::{ConflictReason, StoreError};
 #[derive(Debug, Clone)]
 pub enum KeyChange {
     Patch(Box<KeyPatch>),
-    Revoke { reason: Option<String> },
+    Revoke {
+        reason: Option<String>,
+    },
+    /// A top-up or set (of the key's lineage: its rotations share the balance).
+    Credits(CreditOp),
+}
+
+/// A change to an existing owner.
+#[derive(Debug, Clone)]
+pub enum OwnerChange {
+    Patch(Box<OwnerPatch>),
+    Credits(CreditOp),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct OwnerQuery {
+    /// Owners after this id (in id order).
+    pub after: Option<String>,
+    pub limit: u32,
 }
 
 /// Limits that only the store can check, under its write lock.
@@ -89,12 +109,65 @@ pub trait KeyStore: Send + Sync {
     ) -> Result<Vec<KeyRecord>, StoreError>;
 }
 
+/// Owner writes and reads, each with its audit record in the same transaction.
+#[async_trait]
+pub trait OwnerStore: Send + Sync {
+    /// Creates `patch.id`; a conflict if it exists.
+    async fn insert_owner(
+        &self,
+        patch: &OwnerPatch,
+        now: DateTime<Utc>,
+        audit: Audit<'_>,
+    ) -> Result<OwnerRecord, StoreError>;
+    async fn change_owner(
+        &self,
+        id: &str,
+        change: &OwnerChange,
+        now: DateTime<Utc>,
+        audit: Audit<'_>,
+    ) -> Result<OwnerRecord, StoreError>;
+    /// Deletes an owner that has no keys.
+    async fn delete_owner(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+        audit: Audit<'_>,
+    ) -> Result<(), StoreError>;
+    async fn get_owner(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<OwnerRecord>, StoreError>;
+    async fn list_owners(
+        &self,
+        q: &OwnerQuery,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<OwnerRecord>, StoreError>;
+}
+
+/// The ledger side of a balance: what the usage records debited so far.
+#[async_trait]
+pub trait CreditLedger: Send + Sync {
+    /// The epoch and the credits spent in it, as recorded (`(0, 0)`: none).
+    async fn recorded_spent(&self, account: &Account) -> Result<(i64, i64), StoreError>;
+}
+
+/// One row of the feed's snapshot.
+#[derive(Debug, Clone)]
+pub enum FeedRow {
+    Owner(OwnerRow),
+    Key(KeyRow),
+}
+
 /// What changed after a change number.
 #[derive(Debug, Default)]
 pub struct Changes {
     pub upserts: Vec<KeyRow>,
     /// Hashes of deleted keys.
     pub deletes: Vec<KeyHash>,
+    pub owners: Vec<OwnerRow>,
+    /// Ids of deleted owners.
+    pub owner_deletes: Vec<String>,
     /// A deletion without a hash (from before the hash was recorded): the
     /// sync must reload everything.
     pub reload: bool,
@@ -102,8 +175,8 @@ pub struct Changes {
     pub seq: i64,
 }
 
-/// A sink for a streamed snapshot.
-pub type SnapshotSink<'a> = &'a mut (dyn FnMut(KeyRow) + Send);
+/// A sink for a streamed snapshot: every owner, then every key.
+pub type SnapshotSink<'a> = &'a mut (dyn FnMut(FeedRow) + Send);
 
 /// Wakes the key sync when keys change (Postgres LISTEN/NOTIFY).
 #[async_trait]
@@ -157,6 +230,14 @@ impl Granularity {
     }
 }
 
+/// Whose usage a report is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UsageSubject {
+    Key(Uuid),
+    /// Every key of the owner.
+    Owner(String),
+}
+
 /// Requests of one key in one bucket with one outcome.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct UsageBucket {
@@ -167,6 +248,8 @@ pub struct UsageBucket {
     pub latency_us_max: i64,
     pub bytes_in: i64,
     pub bytes_out: i64,
+    /// Credits these requests were charged.
+    pub credits: i64,
 }
 
 #[async_trait]
@@ -174,10 +257,10 @@ pub trait UsageStore: Send + Sync {
     /// Inserts records not seen before (by id), rolls them up hourly and adds
     /// them to the keys' `use_count`/`last_used_at`. Idempotent.
     async fn write_usage(&self, batch: &[UsageRecord]) -> Result<u64, StoreError>;
-    /// Requests of one key in `[from, to)`, by bucket and outcome.
+    /// Requests of one key (or owner) in `[from, to)`, by bucket and outcome.
     async fn usage_buckets(
         &self,
-        key_id: Uuid,
+        subject: &UsageSubject,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         granularity: Granularity,
@@ -202,6 +285,8 @@ pub trait Database: Send + Sync {
 pub struct Stores {
     pub db: Arc<dyn Database>,
     pub keys: Arc<dyn KeyStore>,
+    pub owners: Arc<dyn OwnerStore>,
+    pub credits: Arc<dyn CreditLedger>,
     pub feed: Arc<dyn KeyFeed>,
     pub audit: Arc<dyn AuditLog>,
     pub usage: Arc<dyn UsageStore>,
@@ -214,6 +299,8 @@ impl Stores {
         Stores {
             db: s.clone(),
             keys: s.clone(),
+            owners: s.clone(),
+            credits: s.clone(),
             feed: s.clone(),
             audit: s.clone(),
             usage: s,

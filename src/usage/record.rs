@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::credits::ChargedTo;
 use crate::outcome::Outcome;
 
 /// Built on the request path (cheap: the strings are moved or shared), written
@@ -31,4 +32,10 @@ pub struct UsageRecord {
     /// Made with a rotated key during its grace period.
     #[serde(default)]
     pub deprecated_key: bool,
+    /// Credits the request cost (the ledger's debit).
+    #[serde(default)]
+    pub credits: i64,
+    /// The balance they were debited from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charged_to: Option<ChargedTo>,
 }

@@ -256,6 +256,8 @@ pub(super) mod tests {
             bytes_out: 12,
             client_ip: Some("127.0.0.1".parse().expect("ip")),
             deprecated_key: false,
+            credits: 0,
+            charged_to: None,
         }
     }
 

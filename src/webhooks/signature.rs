@@ -25,7 +25,10 @@ impl std::fmt::Debug for SigningSecret {
 impl SigningSecret {
     /// From `whsec_<base64>`.
     pub fn parse(text: &str) -> Result<SigningSecret, SecretError> {
-        let b64 = text.trim().strip_prefix("whsec_").ok_or(SecretError::Format)?;
+        let b64 = text
+            .trim()
+            .strip_prefix("whsec_")
+            .ok_or(SecretError::Format)?;
         let key = base64::engine::general_purpose::STANDARD
             .decode(b64)
             .map_err(|_| SecretError::Format)?;
@@ -46,7 +49,10 @@ impl SigningSecret {
         mac.update(b".");
         mac.update(body);
         let tag = mac.finalize().into_bytes();
-        format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(tag))
+        format!(
+            "v1,{}",
+            base64::engine::general_purpose::STANDARD.encode(tag)
+        )
     }
 }
 

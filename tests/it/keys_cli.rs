@@ -212,7 +212,8 @@ async fn delete_then_verify_the_audit(cli: &Cli, id: &str) {
 
     let (code, out, err) = cli.run(&["audit", "verify"]).await;
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("audit chain OK: 6 record(s)"), "{out}");
+    // Six key changes and the owner the first key created.
+    assert!(out.contains("audit chain OK: 7 record(s)"), "{out}");
 }
 
 async fn key_lifecycle_through_the_cli(kind: StoreKind) {
@@ -351,6 +352,8 @@ async fn usage_prune_deletes_old_raw_records(kind: StoreKind) {
         bytes_out: 0,
         client_ip: None,
         deprecated_key: false,
+        credits: 0,
+        charged_to: None,
     };
     store
         .write_usage(&[record("old", 100), record("new", 0)])

@@ -9,6 +9,7 @@ mod infra;
 mod keys_auth;
 mod keys_cli;
 mod keys_sync;
+mod owners;
 mod production;
 mod proxy;
 mod ratelimit;

@@ -50,6 +50,8 @@ pub enum KeysCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Top up (`--add N`) or set (`--set N`) the key's credits.
+    Credits(crate::cli::credits::CreditArgs),
     /// Delete a key and its data for good (erasure).
     Delete {
         id: String,
@@ -76,6 +78,16 @@ pub async fn run(config: &Config, cmd: KeysCommand) -> Result<(), CliError> {
         }
         KeysCommand::Rotate { id, grace, json } => {
             lifecycle::rotate(keys, key_id(&id)?, &grace, json, &actor).await
+        }
+        KeysCommand::Credits(a) => {
+            let k = keys.credits(key_id(&a.id)?, &a.change(), &actor).await?;
+            if a.json {
+                print_json(&k);
+            } else {
+                let c = crate::cli::credits::describe(k.credits.as_ref());
+                println!("key {}: credits {c}", k.id);
+            }
+            Ok(())
         }
         KeysCommand::Delete { id, json } => {
             let id = key_id(&id)?;

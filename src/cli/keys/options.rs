@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 
 use super::CliError;
+use crate::cli::credits::AccountOptions;
 use crate::keys::model::KeyPatch;
 use crate::keys::validate::{self as v, Errors};
 use crate::ratelimit::window::{Limits, Window};
@@ -36,6 +37,8 @@ pub struct KeyOptions {
     /// A tag (repeatable).
     #[arg(long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,
+    #[command(flatten)]
+    pub account: AccountOptions,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -65,6 +68,8 @@ impl KeyOptions {
             tags: given(self.tags.clone()),
             expires_at: time(&self.expires_at)?.map(Some),
             expires_in: self.expires_in.clone(),
+            route_limits: self.account.route_limits()?,
+            credits: self.account.credits()?.map(Some),
             ..KeyPatch::default()
         })
     }

@@ -21,6 +21,9 @@ pub enum Clearable {
     Meta,
     Tags,
     Expiry,
+    RouteLimits,
+    /// The key's own credits (its owner's apply again).
+    Credits,
 }
 
 #[derive(Debug, Args)]
@@ -63,6 +66,12 @@ fn clear(mut p: KeyPatch, fields: &[Clearable]) -> KeyPatch {
             }
             Clearable::Expiry => {
                 p.expires_at.get_or_insert(None);
+            }
+            Clearable::RouteLimits => {
+                p.route_limits.get_or_insert_with(BTreeMap::new);
+            }
+            Clearable::Credits => {
+                p.credits.get_or_insert(None);
             }
         }
     }

@@ -107,6 +107,8 @@ pub(super) fn key_details(k: &KeyRecord) -> String {
         ),
         ("routes", list(&s.allowed_routes)),
         ("limits", or_dash(table::limits(&s.rate_limits), ", ")),
+        ("route caps", table::route_limits(&s.route_limits)),
+        ("credits", crate::cli::credits::describe(k.credits.as_ref())),
         (
             "metadata",
             or_dash(s.metadata.iter().map(|(a, b)| format!("{a}={b}")), ", "),

@@ -4,6 +4,7 @@
 
 mod admin;
 mod checker;
+mod cost;
 mod gateway;
 mod keys;
 mod log;

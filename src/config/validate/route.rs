@@ -81,6 +81,7 @@ impl Checker {
                 "a public route has no key, so it cannot have scopes or per-key rate_limits",
             );
         }
+        let (cost, cost_header) = self.route_cost(p, r.cost, r.cost_header.as_deref(), auth);
         RouteConfig {
             name: r.name,
             host,
@@ -90,6 +91,8 @@ impl Checker {
             auth,
             scopes: r.scopes,
             rate_limits,
+            cost,
+            cost_header,
         }
     }
 

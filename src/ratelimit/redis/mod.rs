@@ -1,9 +1,13 @@
 //! The Redis backend: one `EVALSHA` per request checks and counts every window
-//! atomically. Concurrent requests share one multiplexed connection, so they
-//! are pipelined. Every key of one API key carries the hash tag `{<limit id>}`,
-//! so a request's keys live in one Redis Cluster slot. Standalone, cluster and
-//! sentinel topologies differ only in how a connection is opened ([`target`]).
+//! (and debits the credits) atomically ([`script`]). Concurrent requests share
+//! one multiplexed connection, so they are pipelined. Every key of one request
+//! carries one hash tag, so they live in one Redis Cluster slot: `{<limit id>}`
+//! for a key whose owner counts nothing of its own, `{o:<owner id>}` for every
+//! key of an owner with shared limits or credits (the owner's counters must
+//! share the slot of each of its keys'). Standalone, cluster and sentinel
+//! topologies differ only in how a connection is opened ([`target`]).
 
+pub mod script;
 mod target;
 
 use std::sync::Arc;
@@ -16,45 +20,43 @@ use redis::{ErrorKind, RedisError, ServerErrorKind};
 use uuid::Uuid;
 
 use super::breaker::Breaker;
-use super::decision::{Check, Counts, Scope, Span};
+use super::decision::{Check, Scope, Span};
 use super::window::Window;
 use crate::config::RedisConfig;
+use crate::credits::cell::Ask;
+pub use script::{CreditReply, Reply};
 pub use target::TargetError as BackendError;
 use target::{Conn, Target};
 
-/// KEYS: per check, its current and previous bucket.
-/// ARGV: per check, limit, bucket length (ms), elapsed in bucket (ms), sliding (1/0), TTL (ms).
-/// Reads every window, then counts the request in all of them or in none.
-/// Returns `{allowed, curr1, prev1, curr2, prev2, ...}` as they were before.
-const SCRIPT: &str = r#"
-local n = #KEYS / 2
-local vals = redis.call('MGET', unpack(KEYS))
-local out = {1}
-for i = 1, n do
-  local a = (i - 1) * 5
-  local c = tonumber(vals[2 * i - 1] or 0) or 0
-  local p = 0
-  if ARGV[a + 4] == '1' then p = tonumber(vals[2 * i] or 0) or 0 end
-  out[2 * i] = c
-  out[2 * i + 1] = p
-  local len = tonumber(ARGV[a + 2])
-  local est = p * ((len - tonumber(ARGV[a + 3])) / len) + c
-  if est + 1 > tonumber(ARGV[a + 1]) then out[1] = 0 end
-end
-if out[1] == 1 then
-  for i = 1, n do
-    local v = redis.call('INCR', KEYS[2 * i - 1])
-    if v == 1 then redis.call('PEXPIRE', KEYS[2 * i - 1], ARGV[(i - 1) * 5 + 5]) end
-  end
-end
-return out
-"#;
-
 const MONTH_TTL_MARGIN_MS: u64 = 86_400_000;
+/// Balances outlive any refill period (the TTL is renewed at each refill,
+/// set and top-up); a lost one is rebuilt from the ledger.
+const BALANCE_TTL_MS: u64 = 400 * 86_400_000;
+
+/// One request's script call.
+pub struct Call<'a> {
+    /// Where the key's windows (and route caps, and its own balance) live.
+    pub key_prefix: &'a str,
+    /// Where the owner's windows (and balance) live, when it has any.
+    pub owner_prefix: Option<&'a str>,
+    pub checks: &'a [Check],
+    pub spans: &'a [Span],
+    pub route_name: &'a str,
+    pub credit: Option<CreditCall<'a>>,
+}
+
+/// The balance part of a call.
+pub struct CreditCall<'a> {
+    pub cell: &'a str,
+    pub ask: Ask,
+    /// The ledger's recorded spending, when the balance was found missing.
+    pub seed: Option<i64>,
+}
 
 pub struct RedisBackend {
     target: Target,
     script: redis::Script,
+    settle: redis::Script,
     /// The master a sentinel named last, and a count of changes.
     master: parking_lot::Mutex<Option<String>>,
     master_changes: IntCounter,
@@ -83,7 +85,7 @@ pub fn bucket_key(
     let mut k = String::with_capacity(prefix.len() + route_name.len() + 32);
     k.push_str(prefix);
     match scope {
-        Scope::Key => k.push_str("k:"),
+        Scope::Key | Scope::Owner => k.push_str("k:"),
         Scope::Route(_) => {
             k.push_str("r:");
             k.push_str(route_name);
@@ -126,6 +128,25 @@ pub fn key_prefix(id: Uuid) -> String {
     format!("kg:{{{id}}}:")
 }
 
+/// `kg:{o:<owner id>}:`, the id's `%`, `{`, `}` and `:` escaped as `%XX` so
+/// that no id can end the tag early or run into another's keys. The same on
+/// every instance (the owner id never changes).
+pub fn owner_tag(owner: &str) -> String {
+    let mut t = String::with_capacity(owner.len() + 10);
+    t.push_str("kg:{o:");
+    for c in owner.chars() {
+        match c {
+            '%' | '{' | '}' | ':' => {
+                t.push('%');
+                t.push_str(&format!("{:02X}", c as u32));
+            }
+            c => t.push(c),
+        }
+    }
+    t.push_str("}:");
+    t
+}
+
 impl RedisBackend {
     /// Reads the configuration (and CA file); does not connect.
     pub fn new(
@@ -135,7 +156,8 @@ impl RedisBackend {
     ) -> Result<RedisBackend, BackendError> {
         Ok(RedisBackend {
             target: Target::new(cfg)?,
-            script: redis::Script::new(SCRIPT),
+            script: redis::Script::new(script::SCRIPT),
+            settle: redis::Script::new(script::SETTLE),
             master: parking_lot::Mutex::new(None),
             master_changes,
             breaker: Breaker::new(breaker_failures),
@@ -153,6 +175,7 @@ impl RedisBackend {
         let mut conn = opened.conn;
         redis::cmd("PING").query_async::<String>(&mut conn).await?;
         self.script.load_async(&mut conn).await?;
+        self.settle.load_async(&mut conn).await?;
         if let Conn::Single(c) = &mut conn {
             // Requests bound their own waits; the connection must not time out
             // a pipelined response that is merely behind others.
@@ -237,19 +260,18 @@ impl RedisBackend {
             .map_err(|e| self.failed_with(e))
     }
 
-    /// Runs the script; returns whether the request was admitted and counted,
-    /// and the counts before it.
-    pub async fn check(
-        &self,
-        prefix: &str,
-        checks: &[Check],
-        spans: &[Span],
-        route_name: &str,
-        timeout: Duration,
-    ) -> Result<(bool, Vec<Counts>), BackendError> {
+    /// Runs the script: whether the request was admitted (counted and
+    /// debited), the balance, and the counts before it.
+    pub async fn check(&self, call: &Call<'_>, timeout: Duration) -> Result<Reply, BackendError> {
         let mut inv = self.script.prepare_invoke();
-        for (c, s) in checks.iter().zip(spans) {
-            for k in bucket_pair(prefix, c.scope, route_name, c.window, s.bucket.index) {
+        inv.arg(call.checks.len())
+            .arg(u8::from(call.credit.is_some()));
+        for (c, s) in call.checks.iter().zip(call.spans) {
+            let prefix = match (c.scope, call.owner_prefix) {
+                (Scope::Owner, Some(p)) => p,
+                _ => call.key_prefix,
+            };
+            for k in bucket_pair(prefix, c.scope, call.route_name, c.window, s.bucket.index) {
                 inv.key(k);
             }
             let ttl = bucket_ttl_ms(s);
@@ -259,21 +281,29 @@ impl RedisBackend {
                 .arg(u8::from(s.sliding))
                 .arg(ttl);
         }
-        let out = self.invoke(&inv, timeout).await?;
-        if out.len() != 1 + 2 * checks.len() {
-            return Err(BackendError::Redis(RedisError::from((
-                ErrorKind::Parse,
-                "unexpected rate-limit script reply",
-            ))));
+        if let Some(cr) = &call.credit {
+            inv.key(cr.cell);
+            inv.arg(cr.ask.epoch)
+                .arg(cr.ask.granted)
+                .arg(cr.ask.reserve)
+                .arg(cr.seed.unwrap_or(-1))
+                .arg(BALANCE_TTL_MS);
         }
-        let counts = out[1..]
-            .chunks(2)
-            .map(|p| Counts {
-                curr: p[0].max(0) as u64,
-                prev: p[1].max(0) as u64,
-            })
-            .collect();
-        Ok((out[0] == 1, counts))
+        let out = self.invoke(&inv, timeout).await?;
+        script::parse(&out, call.checks.len())
+    }
+
+    /// A post-paid correction of a balance, in the epoch it was charged in.
+    pub async fn settle(
+        &self,
+        cell: &str,
+        epoch: i64,
+        delta: i64,
+        timeout: Duration,
+    ) -> Result<(), BackendError> {
+        let mut inv = self.settle.prepare_invoke();
+        inv.key(cell).arg(epoch).arg(delta);
+        self.invoke(&inv, timeout).await.map(|_| ())
     }
 }
 
@@ -294,5 +324,12 @@ mod tests {
         assert_eq!(k, format!("kg:{{{id}}}:r:orders:minute:42"));
         let k2 = bucket_key(&p, Scope::Key, "orders", c.window, 42);
         assert_eq!(k2, format!("kg:{{{id}}}:k:minute:42"));
+    }
+
+    #[test]
+    fn owner_tags_cannot_be_broken_out_of() {
+        assert_eq!(owner_tag("acme"), "kg:{o:acme}:");
+        assert_eq!(owner_tag("a}b:{%"), "kg:{o:a%7Db%3A%7B%25}:");
+        assert_ne!(owner_tag("a:b"), owner_tag("a%3Ab"));
     }
 }

@@ -145,7 +145,9 @@ impl Dialect for Pg {
     const FRAGMENTS: Fragments = Fragments {
         has_tag: "($2::text IS NULL OR k.tags @> jsonb_build_array($2::text))",
         head_seq: "SELECT GREATEST((SELECT COALESCE(max(change_seq), 0) FROM api_keys), \
-                   (SELECT COALESCE(max(change_seq), 0) FROM api_key_tombstones)) AS seq",
+                   (SELECT COALESCE(max(change_seq), 0) FROM api_key_tombstones), \
+                   (SELECT COALESCE(max(change_seq), 0) FROM owners), \
+                   (SELECT COALESCE(max(change_seq), 0) FROM owner_tombstones)) AS seq",
         bucket_start: "to_timestamp(floor(extract(epoch FROM hour) / $4) * $4)",
     };
 

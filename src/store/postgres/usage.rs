@@ -14,10 +14,11 @@ use crate::usage::UsageRecord;
 
 const INSERT: &str = "
 INSERT INTO usage_events (id, request_id, ts, key_id, owner_id, route, method, status, outcome,
-                          latency_us, upstream_latency_us, bytes_in, bytes_out, client_ip, deprecated_key)
+                          latency_us, upstream_latency_us, bytes_in, bytes_out, client_ip, deprecated_key,
+                          credits)
 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[], $4::uuid[], $5::text[], $6::text[],
                      $7::text[], $8::smallint[], $9::text[], $10::bigint[], $11::bigint[], $12::bigint[],
-                     $13::bigint[], $14::text[], $15::boolean[])
+                     $13::bigint[], $14::text[], $15::boolean[], $16::bigint[])
 ON CONFLICT (id) DO NOTHING
 RETURNING id";
 
@@ -54,6 +55,7 @@ pub(super) async fn insert(
         .bind(col(batch, |r| big(r.bytes_out)))
         .bind(col(batch, |r| r.client_ip.map(|ip| ip.to_string())))
         .bind(col(batch, |r| r.deprecated_key))
+        .bind(col(batch, |r| r.credits))
         .persistent(tx.persistent())
         .fetch_all(tx.conn())
         .await

@@ -8,10 +8,37 @@ use async_trait::async_trait;
 use super::{Dialect, Session, SqlRow, SqlStore, Value};
 use crate::auth::hash::KeyHash;
 use crate::keys::model::{KeyRow, KeySpec};
-use crate::store::{ChangeListener, Changes, KeyFeed, SnapshotSink, StoreError};
+use crate::owners::{OwnerRow, OwnerSpec};
+use crate::store::{ChangeListener, Changes, FeedRow, KeyFeed, SnapshotSink, StoreError};
 
 const ROW_COLUMNS: &str =
-    "id, key_hash, lineage_id, revoked_at, rotated_to, rotated_at, change_seq";
+    "id, key_hash, lineage_id, revoked_at, rotated_to, rotated_at, change_seq, credits";
+
+/// Every owner, as the key table holds it.
+pub(super) fn select_owners() -> String {
+    format!(
+        "SELECT id, credits, change_seq, {} FROM owners",
+        OwnerSpec::COLUMNS.join(", ")
+    )
+}
+
+pub(super) fn select_owners_since() -> String {
+    format!(
+        "{} WHERE change_seq > $1 ORDER BY change_seq",
+        select_owners()
+    )
+}
+
+const OWNER_TOMBSTONES_SINCE: &str =
+    "SELECT owner_id, change_seq FROM owner_tombstones WHERE change_seq > $1";
+
+fn owner_row(row: &impl SqlRow) -> Result<OwnerRow, StoreError> {
+    Ok(OwnerRow {
+        id: row.get("id")?,
+        spec: OwnerSpec::read(row)?,
+        credits: row.get("credits")?,
+    })
+}
 
 pub(super) fn select_all() -> String {
     format!(
@@ -36,6 +63,7 @@ fn key_row(row: &impl SqlRow) -> Result<KeyRow, StoreError> {
         rotated_to: row.get("rotated_to")?,
         rotated_at: row.get("rotated_at")?,
         spec: KeySpec::read(row)?,
+        credits: row.get("credits")?,
     })
 }
 
@@ -47,8 +75,13 @@ impl<D: Dialect> KeyFeed for SqlStore<D> {
             Some(row) => row.get("seq")?,
             None => 0,
         };
+        tx.for_each(&self.sql.sync_owners, vec![], &mut |row| {
+            sink(FeedRow::Owner(owner_row(&row)?));
+            Ok(())
+        })
+        .await?;
         tx.for_each(&self.sql.sync_all, vec![], &mut |row| {
-            sink(key_row(&row)?);
+            sink(FeedRow::Key(key_row(&row)?));
             Ok(())
         })
         .await?;
@@ -61,6 +94,8 @@ impl<D: Dialect> KeyFeed for SqlStore<D> {
         let after = || vec![Value::Int(Some(seq))];
         let rows = tx.fetch_all(&self.sql.sync_since, after()).await?;
         let tombstones = tx.fetch_all(TOMBSTONES_SINCE, after()).await?;
+        let owners = tx.fetch_all(&self.sql.sync_owners_since, after()).await?;
+        let gone = tx.fetch_all(OWNER_TOMBSTONES_SINCE, after()).await?;
         tx.commit().await?;
         let mut out = Changes {
             seq,
@@ -69,6 +104,14 @@ impl<D: Dialect> KeyFeed for SqlStore<D> {
         for row in &rows {
             out.seq = out.seq.max(row.get("change_seq")?);
             out.upserts.push(key_row(row)?);
+        }
+        for row in &owners {
+            out.seq = out.seq.max(row.get("change_seq")?);
+            out.owners.push(owner_row(row)?);
+        }
+        for t in &gone {
+            out.seq = out.seq.max(t.get("change_seq")?);
+            out.owner_deletes.push(t.get("owner_id")?);
         }
         for t in &tombstones {
             out.seq = out.seq.max(t.get("change_seq")?);

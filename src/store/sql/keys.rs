@@ -8,9 +8,11 @@ use uuid::Uuid;
 
 use super::audit::append;
 use super::{
-    Dialect, Fragments, Session, SqlRow, SqlStore, Statements, Value, assignments, placeholders,
+    Column, Dialect, Fragments, Session, SqlRow, SqlStore, Statements, Value, assignments,
+    placeholders,
 };
 use crate::audit::Audit;
+use crate::credits::{Account, CreditOp, LedgerEntry};
 use crate::keys::model::{self, KeyRecord, KeySpec, KeyState, NewKey};
 use crate::store::{ConflictReason, KeyChange, KeyQuery, KeyStore, StoreError, WriteRules};
 
@@ -22,8 +24,10 @@ const STATE_COLUMNS: &str = "k.id, k.key_hash, k.prefix, k.hint, k.lineage_id, k
 fn select_records() -> String {
     let spec: Vec<String> = KeySpec::COLUMNS.iter().map(|c| format!("k.{c}")).collect();
     format!(
-        "SELECT {STATE_COLUMNS}, {}, COALESCE(u.use_count, 0) AS use_count, u.last_used_at \
-         FROM api_keys k LEFT JOIN api_key_usage u ON u.key_id = k.id",
+        "SELECT {STATE_COLUMNS}, {}, COALESCE(u.use_count, 0) AS use_count, u.last_used_at, \
+         k.credits, cs.epoch AS credits_epoch, cs.spent AS credits_spent \
+         FROM api_keys k LEFT JOIN api_key_usage u ON u.key_id = k.id \
+         LEFT JOIN credit_spent_keys cs ON cs.lineage_id = k.lineage_id",
         spec.join(", ")
     )
 }
@@ -46,11 +50,11 @@ pub(super) fn select_page(f: &Fragments) -> String {
 }
 
 pub(super) fn insert_sql() -> String {
-    let own = "id, key_hash, prefix, hint, lineage_id, created_at, updated_at";
+    let own = "id, key_hash, prefix, hint, lineage_id, created_at, updated_at, credits";
     format!(
         "INSERT INTO api_keys ({own}, {}) VALUES ({})",
         KeySpec::COLUMNS.join(", "),
-        placeholders(7 + KeySpec::COLUMNS.len())
+        placeholders(8 + KeySpec::COLUMNS.len())
     )
 }
 
@@ -97,6 +101,7 @@ pub(super) fn record(row: &impl SqlRow, now: DateTime<Utc>) -> Result<KeyRecord,
         last_used_at: row.get("last_used_at")?,
         use_count: row.get("use_count")?,
         lineage_id: row.get("lineage_id")?,
+        credits: super::credits::view(row, now)?,
     })
 }
 
@@ -123,6 +128,7 @@ async fn insert_row<S: Session>(sql: &Statements, s: &mut S, k: &NewKey) -> Resu
         Value::Uuid(Some(k.lineage_id)),
         created.clone(),
         created,
+        k.credits.value()?,
     ];
     args.extend(k.spec.values()?);
     s.execute(&sql.insert_key, args).await?;
@@ -154,7 +160,7 @@ fn change_allowed(before: &KeyRecord, change: &KeyChange) -> Result<bool, StoreE
     match change {
         _ if before.state.revoked_at.is_none() => Ok(true),
         KeyChange::Revoke { .. } => Ok(false),
-        KeyChange::Patch(_) => Err(conflict(
+        KeyChange::Patch(_) | KeyChange::Credits(_) => Err(conflict(
             before.id,
             ConflictReason::Revoked,
             "a revoked key cannot be changed",
@@ -206,7 +212,16 @@ impl<D: Dialect> KeyStore for SqlStore<D> {
                 max: rules.max_per_owner,
             });
         }
+        super::owners::implicit_owner(&mut tx, &key.spec.owner_id, key.created_at, audit).await?;
         insert_row(&self.sql, &mut tx, key).await?;
+        if let Some(c) = &key.credits {
+            let entry = LedgerEntry {
+                kind: "set",
+                amount: c.base,
+            };
+            let account = Account::Key(key.lineage_id);
+            super::credits::ledger(&mut tx, &account, entry, key.created_at, audit.actor).await?;
+        }
         let record = fetch(&self.sql, &mut tx, key.id, key.created_at).await?;
         let draft = audit.draft(Some(key.id), audit_changes(None, &record)?);
         append(&mut tx, audit.sealer, draft, key.created_at).await?;
@@ -234,6 +249,14 @@ impl<D: Dialect> KeyStore for SqlStore<D> {
                 let mut args = vec![id_value, Value::Time(Some(now))];
                 args.extend(spec.values()?);
                 tx.execute(&self.sql.update_spec, args).await?;
+                if let Some(input) = &patch.credits {
+                    let op = CreditOp::Configure(input.clone());
+                    super::credits::change_key_credits(&mut tx, &before, &op, now, audit.actor)
+                        .await?;
+                }
+            }
+            KeyChange::Credits(op) => {
+                super::credits::change_key_credits(&mut tx, &before, op, now, audit.actor).await?;
             }
             KeyChange::Revoke { reason } => {
                 let args = vec![
@@ -268,6 +291,7 @@ impl<D: Dialect> KeyStore for SqlStore<D> {
             prefix: old.prefix.clone(),
             lineage_id: old.lineage_id,
             spec: old.spec.clone(),
+            credits: super::credits::key_state(&mut tx, id).await?,
             ..new.clone()
         };
         insert_row(&self.sql, &mut tx, &successor).await?;
@@ -302,12 +326,14 @@ impl<D: Dialect> KeyStore for SqlStore<D> {
     ) -> Result<(), StoreError> {
         let mut tx = self.d.write().await?;
         let id_value = || vec![Value::Uuid(Some(id))];
+        let lineage = fetch(&self.sql, &mut tx, id, now).await?.lineage_id;
         if tx.execute(DELETE_KEY, id_value()).await? == 0 {
             return Err(StoreError::NotFound(id));
         }
         for sql in DELETE_USAGE {
             tx.execute(sql, id_value()).await?;
         }
+        super::credits::erase_key_lineage(&mut tx, lineage).await?;
         let draft = audit.draft(Some(id), serde_json::Value::Null);
         append(&mut tx, audit.sealer, draft, now).await?;
         tx.commit().await

@@ -7,8 +7,10 @@
 //! Postgres and SQLite accept.
 
 mod audit;
+mod credits;
 mod feed;
 mod keys;
+mod owners;
 pub(crate) mod session;
 mod usage;
 mod value;
@@ -126,7 +128,14 @@ struct Statements {
     update_spec: String,
     sync_all: String,
     sync_since: String,
+    sync_owners: String,
+    sync_owners_since: String,
+    owner_by_id: String,
+    owner_page: String,
+    insert_owner: String,
+    update_owner: String,
     usage_buckets: String,
+    owner_usage_buckets: String,
 }
 
 impl Statements {
@@ -138,7 +147,14 @@ impl Statements {
             update_spec: keys::update_spec_sql(),
             sync_all: feed::select_all(),
             sync_since: feed::select_since(),
-            usage_buckets: usage::buckets_sql(f.bucket_start),
+            sync_owners: feed::select_owners(),
+            sync_owners_since: feed::select_owners_since(),
+            owner_by_id: owners::select_by_id(),
+            owner_page: owners::select_page(),
+            insert_owner: owners::insert_sql(),
+            update_owner: owners::update_sql(),
+            usage_buckets: usage::buckets_sql(f.bucket_start, usage::KEY_SUBJECT),
+            owner_usage_buckets: usage::buckets_sql(f.bucket_start, usage::OWNER_SUBJECT),
         }
     }
 }

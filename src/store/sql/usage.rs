@@ -9,13 +9,16 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{Dialect, Session, SqlRow, SqlStore, Value};
+use crate::credits::Account;
 use crate::outcome::Outcome;
-use crate::store::{Granularity, StoreError, UsageBucket, UsageQuery, UsageStore};
+use crate::store::{Granularity, StoreError, UsageBucket, UsageQuery, UsageStore, UsageSubject};
 use crate::usage::UsageRecord;
 
 const UPSERT_ROLLUP: &str = "INSERT INTO usage_hourly AS h (key_id, hour, route, outcome, requests, \
-     latency_us_sum, latency_us_max, bytes_in, bytes_out) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+     latency_us_sum, latency_us_max, bytes_in, bytes_out, credits) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
      ON CONFLICT (key_id, hour, route, outcome) DO UPDATE SET requests = h.requests + excluded.requests, \
+     credits = h.credits + excluded.credits, \
      latency_us_sum = h.latency_us_sum + excluded.latency_us_sum, \
      latency_us_max = CASE WHEN excluded.latency_us_max > h.latency_us_max \
      THEN excluded.latency_us_max ELSE h.latency_us_max END, \
@@ -25,7 +28,7 @@ const ADD_USES: &str = "UPDATE api_key_usage SET use_count = use_count + $2, \
      ELSE last_used_at END WHERE key_id = $1";
 const EVENTS: &str = "SELECT id, request_id, ts, key_id, owner_id, route, method, \
      CAST(status AS BIGINT) AS status, outcome, latency_us, upstream_latency_us, bytes_in, bytes_out, \
-     client_ip, deprecated_key FROM usage_events \
+     client_ip, deprecated_key, credits FROM usage_events \
      WHERE ($1 IS NULL OR key_id = $1) AND ($2 IS NULL OR id > $2) ORDER BY id LIMIT $3";
 const PRUNE: &str = "DELETE FROM usage_events WHERE ts < $1";
 
@@ -44,6 +47,7 @@ struct Rollup {
     latency_max: i64,
     bytes_in: i64,
     bytes_out: i64,
+    credits: i64,
 }
 
 type RollupKey = (Uuid, DateTime<Utc>, String, Outcome);
@@ -53,6 +57,8 @@ type RollupKey = (Uuid, DateTime<Utc>, String, Outcome);
 struct Totals {
     rollups: HashMap<RollupKey, Rollup>,
     uses: HashMap<Uuid, (i64, DateTime<Utc>)>,
+    /// Credits debited per account and epoch.
+    spent: HashMap<(Account, i64), i64>,
 }
 
 impl Totals {
@@ -73,6 +79,11 @@ impl Totals {
         roll.latency_max = roll.latency_max.max(latency);
         roll.bytes_in = roll.bytes_in.saturating_add_unsigned(r.bytes_in);
         roll.bytes_out = roll.bytes_out.saturating_add_unsigned(r.bytes_out);
+        roll.credits = roll.credits.saturating_add(r.credits);
+        if let Some(c) = &r.charged_to {
+            let spent = self.spent.entry((c.account.clone(), c.epoch)).or_default();
+            *spent = spent.saturating_add(r.credits);
+        }
         if let Some(k) = r.key_id {
             let u = self.uses.entry(k).or_insert((0, ts));
             u.0 += 1;
@@ -93,6 +104,7 @@ impl Totals {
                 Value::Int(Some(r.latency_max)),
                 Value::Int(Some(r.bytes_in)),
                 Value::Int(Some(r.bytes_out)),
+                Value::Int(Some(r.credits)),
             ];
             tx.execute(UPSERT_ROLLUP, args).await?;
         }
@@ -103,6 +115,9 @@ impl Totals {
                 Value::Time(Some(last)),
             ];
             tx.execute(ADD_USES, args).await?;
+        }
+        for ((account, epoch), n) in self.spent {
+            super::credits::add_spent(tx, &account, epoch, n).await?;
         }
         Ok(())
     }
@@ -139,6 +154,8 @@ fn event(r: &impl SqlRow) -> Result<UsageRecord, StoreError> {
             .map(|s| s.parse().map_err(|e| StoreError::corrupt("client_ip", e)))
             .transpose()?,
         deprecated_key: r.get("deprecated_key")?,
+        credits: r.get("credits")?,
+        charged_to: None,
     })
 }
 
@@ -151,18 +168,24 @@ fn bucket(r: &impl SqlRow) -> Result<UsageBucket, StoreError> {
         latency_us_max: r.get("max")?,
         bytes_in: r.get("bytes_in")?,
         bytes_out: r.get("bytes_out")?,
+        credits: r.get("credits")?,
     })
 }
 
-/// The rollups of one key in `[$2, $3)`, by buckets of `$4` seconds; the
+/// A report about one key: `$1` is its id.
+pub(super) const KEY_SUBJECT: &str = "key_id = $1";
+/// A report about an owner: `$1` is its id; its keys' rollups.
+pub(super) const OWNER_SUBJECT: &str = "key_id IN (SELECT id FROM api_keys WHERE owner_id = $1)";
+
+/// The rollups of `subject` in `[$2, $3)`, by buckets of `$4` seconds; the
 /// bucket start expression is the dialect's.
-pub(super) fn buckets_sql(bucket_start: &str) -> String {
+pub(super) fn buckets_sql(bucket_start: &str, subject: &str) -> String {
     format!(
         "SELECT {bucket_start} AS start, outcome, CAST(sum(requests) AS BIGINT) AS requests, \
          CAST(CASE WHEN sum(requests) > 0 THEN sum(latency_us_sum) / sum(requests) ELSE 0 END AS BIGINT) AS avg, \
          max(latency_us_max) AS max, CAST(sum(bytes_in) AS BIGINT) AS bytes_in, \
-         CAST(sum(bytes_out) AS BIGINT) AS bytes_out FROM usage_hourly \
-         WHERE key_id = $1 AND hour >= $2 AND hour < $3 GROUP BY 1, 2 ORDER BY 1, 2"
+         CAST(sum(bytes_out) AS BIGINT) AS bytes_out, CAST(sum(credits) AS BIGINT) AS credits \
+         FROM usage_hourly WHERE {subject} AND hour >= $2 AND hour < $3 GROUP BY 1, 2 ORDER BY 1, 2"
     )
 }
 
@@ -185,7 +208,7 @@ impl<D: Dialect> UsageStore for SqlStore<D> {
 
     async fn usage_buckets(
         &self,
-        key_id: Uuid,
+        subject: &UsageSubject,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         granularity: Granularity,
@@ -194,14 +217,18 @@ impl<D: Dialect> UsageStore for SqlStore<D> {
             Granularity::Hour => 3_600,
             Granularity::Day => 86_400,
         };
+        let (sql, id) = match subject {
+            UsageSubject::Key(k) => (&self.sql.usage_buckets, Value::Uuid(Some(*k))),
+            UsageSubject::Owner(o) => (&self.sql.owner_usage_buckets, Value::Text(Some(o.clone()))),
+        };
         let args = vec![
-            Value::Uuid(Some(key_id)),
+            id,
             Value::Time(Some(from)),
             Value::Time(Some(to)),
             Value::Int(Some(width)),
         ];
         let mut s = self.d.conn().await?;
-        let rows = s.fetch_all(&self.sql.usage_buckets, args).await?;
+        let rows = s.fetch_all(sql, args).await?;
         rows.iter().map(bucket).collect()
     }
 

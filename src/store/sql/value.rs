@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use crate::auth::hash::KeyHash;
+use crate::credits::CreditState;
 use crate::ratelimit::window::Limits;
 use crate::store::StoreError;
 
@@ -111,8 +112,24 @@ json_columns!(
     Vec<String>,
     Vec<IpNetwork>,
     Limits,
-    BTreeMap<String, String>
+    BTreeMap<String, String>,
+    BTreeMap<String, Limits>,
 );
+
+/// Credits are optional: NULL when an account has none.
+impl Column for Option<CreditState> {
+    fn value(&self) -> Result<Value, StoreError> {
+        match self {
+            None => Ok(Value::Json(None)),
+            Some(c) => serde_json::to_value(c)
+                .map(|v| Value::Json(Some(v)))
+                .map_err(StoreError::Encode),
+        }
+    }
+    fn read(row: &impl SqlRow, col: &'static str) -> Result<Self, StoreError> {
+        row.opt_json(col)
+    }
+}
 
 impl Column for KeyHash {
     fn value(&self) -> Result<Value, StoreError> {

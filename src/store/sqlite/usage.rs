@@ -12,7 +12,8 @@ use crate::usage::UsageRecord;
 
 const INSERT: &str = "INSERT OR IGNORE INTO usage_events (id, request_id, ts, key_id, owner_id, \
      route, method, status, outcome, latency_us, upstream_latency_us, bytes_in, bytes_out, \
-     client_ip, deprecated_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
+     client_ip, deprecated_key, credits) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
 
 fn int(v: u64) -> Value {
     Value::Int(Some(i64::try_from(v).unwrap_or(i64::MAX)))
@@ -43,6 +44,7 @@ pub(super) async fn insert(
             int(r.bytes_out),
             Value::Text(r.client_ip.map(|ip| ip.to_string())),
             Value::Bool(Some(r.deprecated_key)),
+            Value::Int(Some(r.credits)),
         ];
         if tx.execute(INSERT, args).await? == 1 {
             new.insert(r.id);

@@ -65,7 +65,9 @@ async fn usage_and_audit_endpoints(kind: StoreKind) {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(page["entries"][0]["seq"], 1);
     assert_eq!(page["next_after"], 1);
-    let (_, rest) = a.get("/v1/audit?after=1").await;
+    // seq 1: the owner, created by its first key; 2: the key.
+    assert_eq!(page["entries"][0]["action"], "owner.create");
+    let (_, rest) = a.get("/v1/audit?after=2").await;
     let e = &rest["entries"][0];
     assert_eq!(
         (e["action"].as_str(), e["key_id"].as_str()),
@@ -120,7 +122,8 @@ async fn audit_verify_names_the_first_tampered_record(kind: StoreKind) {
     };
     let (code, out, err) = verify().await;
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("5 record(s)"), "{out}");
+    // The owner (created by the key), the key, three updates, the revocation.
+    assert!(out.contains("6 record(s)"), "{out}");
 
     let exec = |sql: &'static str| {
         let cfg = cfg.clone();

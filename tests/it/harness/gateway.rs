@@ -130,6 +130,18 @@ impl TestConfig {
         keygate::service::Services::new(&stores, hasher, &config, clock).keys
     }
 
+    /// Every service the CLI and admin API use (keys, owners, audit, usage),
+    /// on this config's store.
+    pub async fn services(&self) -> keygate::service::Services {
+        let config = self.build();
+        let hasher = keygate::auth::hash::KeyHasher::new(HASH_SECRET.as_bytes()).expect("secret");
+        let stores = keygate::store::open(&config.store)
+            .await
+            .expect("open store");
+        let clock = keygate::clock::Clock::system();
+        keygate::service::Services::new(&stores, hasher, &config, clock)
+    }
+
     /// Changes any part of the file.
     pub fn with(mut self, change: impl FnOnce(&mut FileConfig)) -> Self {
         change(&mut self.file);

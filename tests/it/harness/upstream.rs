@@ -1,7 +1,8 @@
 //! A real HTTP upstream that records what it receives.
 //!
 //! Routes: `/slow/{ms}` sleeps before answering; `/status/{code}` answers that
-//! status; anything else answers 200 with `upstream <name>`. Request bodies are
+//! status; `/cost/{n}` answers 200 with `x-cost: n` (a post-paid route's
+//! reported cost); anything else answers 200 with `upstream <name>`. Request bodies are
 //! read as a stream; the first body byte's arrival time is recorded.
 
 use std::collections::BTreeMap;
@@ -126,6 +127,11 @@ async fn handle(State(s): State<Arc<Shared>>, req: Request) -> Response {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             (StatusCode::OK, format!("upstream {} slow", s.name)).into_response()
         }
+        ["cost", n, ..] => Response::builder()
+            .status(StatusCode::OK)
+            .header("x-cost", *n)
+            .body(Body::from("costed"))
+            .unwrap_or_default(),
         ["status", code, ..] => {
             let code = code
                 .parse()

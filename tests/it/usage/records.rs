@@ -126,7 +126,7 @@ async fn use_counts_and_rollups(
     let now = chrono::Utc::now();
     let buckets = store
         .usage_buckets(
-            a.key.id,
+            &keygate::store::UsageSubject::Key(a.key.id),
             now - chrono::Duration::hours(2),
             now + chrono::Duration::hours(1),
             keygate::store::Granularity::Hour,
