@@ -3,15 +3,18 @@
 //! (`kill -9`) loses only what was still in the queue: at most one drain
 //! tick of traffic (see [`super::writer`]).
 //!
-//! One file per process, `<pid>.journal`, in a directory beside the spool.
-//! The writer appends each drained chunk with one `write` (no fsync: a killed
-//! process's writes are in the page cache; only a power loss can lose them)
-//! and empties the file once the chunk is settled. The next start hands the
-//! journals of dead processes to the spool, whose replay writes them; writes
-//! are idempotent by record id, so nothing is counted twice.
+//! Files `<pid>-<seq>.journal` in a directory beside the spool. The writer
+//! appends each drained chunk to the current file with one `write` (no
+//! fsync: a killed process's writes are in the page cache; only a power loss
+//! can lose them). When it cuts a batch to write, it [`Journal::cut`]s the
+//! file too: the batch's records are in the sealed file, removed once the
+//! batch is settled, while what is drained meanwhile goes to a new one. The
+//! next start hands the journals of dead processes to the spool, whose replay
+//! writes them; writes are idempotent by record id, so a batch written just
+//! before a crash is not counted twice.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Seek, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use super::record::UsageRecord;
@@ -20,10 +23,27 @@ use super::spool::{self, Spool};
 const EXT: &str = "journal";
 
 pub struct Journal {
+    dir: PathBuf,
+    seq: u64,
     path: PathBuf,
     file: File,
     buf: Vec<u8>,
     len: u64,
+}
+
+/// A cut journal file: the records of one batch, removed once it is settled.
+#[must_use = "a sealed journal is removed when its batch is settled"]
+pub struct Sealed(Option<PathBuf>);
+
+impl Sealed {
+    /// The batch is in the store or the spool: its journal is not needed.
+    pub fn settled(self) {
+        if let Some(path) = self.0 {
+            if let Err(e) = fs::remove_file(&path) {
+                tracing::error!(error = %e, "usage: cannot remove a settled journal");
+            }
+        }
+    }
 }
 
 /// The journal directory for a spool directory: its sibling `<name>.journal`.
@@ -46,17 +66,33 @@ fn running(pid: u32) -> bool {
     unsafe { libc::kill(pid, 0) == 0 }
 }
 
+/// The writer's pid of a journal file: `<pid>-<seq>.journal` (or `<pid>.journal`).
+fn writer_pid(path: &Path) -> Option<u32> {
+    if path.extension().and_then(|e| e.to_str()) != Some(EXT) {
+        return None;
+    }
+    let stem = path.file_stem()?.to_str()?;
+    stem.split('-').next()?.parse().ok()
+}
+
+fn open(dir: &Path, seq: u64) -> io::Result<(PathBuf, File)> {
+    let path = dir.join(format!("{}-{seq}.{EXT}", std::process::id()));
+    let file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(&path)?;
+    Ok((path, file))
+}
+
 impl Journal {
     /// This process's journal, created empty.
     pub fn create(dir: &Path) -> io::Result<Journal> {
         fs::create_dir_all(dir)?;
-        let path = dir.join(format!("{}.{EXT}", std::process::id()));
-        let file = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .open(&path)?;
+        let (path, file) = open(dir, 0)?;
         Ok(Journal {
+            dir: dir.to_owned(),
+            seq: 0,
             path,
             file,
             buf: Vec::with_capacity(64 << 10),
@@ -78,21 +114,30 @@ impl Journal {
         Ok(())
     }
 
-    /// Everything appended is settled: start over.
-    pub fn clear(&mut self) -> io::Result<()> {
+    /// Seals what was appended so far (a batch about to be written) and
+    /// continues in a new file. If the new file cannot be made, the current
+    /// one goes on: its settled records are replayed after a crash, which
+    /// writes nothing twice.
+    pub fn cut(&mut self) -> Sealed {
         if self.len == 0 {
-            return Ok(());
+            return Sealed(None);
         }
-        self.file.set_len(0)?;
-        self.file.rewind()?;
-        self.len = 0;
-        Ok(())
+        match open(&self.dir, self.seq + 1) {
+            Ok((path, file)) => {
+                self.seq += 1;
+                self.file = file;
+                self.len = 0;
+                Sealed(Some(std::mem::replace(&mut self.path, path)))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "usage: cannot start a new journal file");
+                Sealed(None)
+            }
+        }
     }
-}
 
-impl Journal {
-    /// A clean exit: nothing is left to recover.
-    pub fn remove(&self) {
+    /// A clean exit, everything settled: nothing is left to recover.
+    pub fn remove(self) {
         let _ = fs::remove_file(&self.path);
     }
 }
@@ -105,12 +150,7 @@ pub fn recover(dir: &Path, spool: &Spool) -> io::Result<usize> {
     };
     let mut recovered = 0;
     for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
-        let pid = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .and_then(|s| s.parse::<u32>().ok());
-        let ours = path.extension().and_then(|e| e.to_str()) == Some(EXT);
-        let Some(pid) = pid.filter(|_| ours) else {
+        let Some(pid) = writer_pid(&path) else {
             continue;
         };
         if running(pid) {
@@ -145,21 +185,25 @@ mod tests {
         assert_eq!(jdir, base.path().join("spool.journal"));
         let spool = Spool::open(&spool_dir, 1 << 20).expect("spool");
         let mut j = Journal::create(&jdir).expect("journal");
-        let recs: Vec<UsageRecord> = (0..3).map(spool::tests::rec).collect();
+        let recs: Vec<UsageRecord> = (0..4).map(spool::tests::rec).collect();
         j.append(&recs[..2]).expect("append");
-        j.clear().expect("clear");
-        j.append(&recs[2..]).expect("append");
-        drop(j); // killed: the file stays, under our (now "previous") pid
-        assert_eq!(recover(&jdir, &spool).expect("recover"), 1);
+        j.cut().settled();
+        j.append(&recs[2..3]).expect("append");
+        // Cut for a write that the crash interrupts: both files stay.
+        let _in_flight = j.cut();
+        j.append(&recs[3..]).expect("append");
+        drop(j); // killed: the files stay, under our (now "previous") pid
+        assert_eq!(recover(&jdir, &spool).expect("recover"), 2);
         assert_eq!(recover(&jdir, &spool).expect("again"), 0);
         spool.seal().expect("seal");
-        let ids: Vec<u128> = spool
+        let mut ids: Vec<u128> = spool
             .segments()
             .expect("segments")
             .iter()
             .flat_map(|p| Spool::read(p).expect("read").0)
             .map(|r| r.id.as_u128())
             .collect();
-        assert_eq!(ids, vec![2]);
+        ids.sort_unstable();
+        assert_eq!(ids, vec![2, 3]);
     }
 }

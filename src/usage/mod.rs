@@ -2,6 +2,7 @@
 //! in batches by [`writer::UsageWriter`]; spooled to disk rather than dropped.
 
 pub mod journal;
+mod outlet;
 pub mod record;
 pub mod spool;
 pub mod writer;
@@ -99,16 +100,22 @@ pub fn pipeline(
         spool_failed: Arc::default(),
     };
     let writer = UsageWriter {
-        rx,
-        store,
-        spool,
-        journal,
-        metrics,
-        batch_size: cfg.batch_size,
+        intake: writer::Intake {
+            rx,
+            journal,
+            batch: Vec::with_capacity(cfg.batch_size),
+            batch_size: cfg.batch_size,
+        },
+        outlet: outlet::Outlet {
+            store,
+            spool,
+            metrics,
+            batch_size: cfg.batch_size,
+            access_log: cfg.access_log,
+            store_down_until: None,
+            backoff: Duration::ZERO,
+        },
         flush_interval: cfg.flush_interval,
-        access_log: cfg.access_log,
-        store_down_until: None,
-        backoff: Duration::ZERO,
     };
     Ok((sink, writer))
 }
