@@ -15,6 +15,8 @@ COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY migrations ./migrations
 COPY benches ./benches
+# pingora-proxy, patched (Cargo.toml [patch.crates-io]).
+COPY vendor ./vendor
 RUN cargo build --release --locked --bin keygate
 
 FROM debian:bookworm-slim

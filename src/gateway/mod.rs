@@ -9,6 +9,7 @@ pub use reload::{ReloadError, Reloaded, Reloader};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use pingora_core::server::configuration::ServerConf;
@@ -195,7 +196,7 @@ impl Gateway {
         let resolver = self.config.gateway.tls.as_ref().and_then(|t| {
             CertSet::new(&t.certs).map(|c| Arc::new(SniResolver::new(c, t.min_tls13)))
         });
-        let (runtime, proxy_task, shutdown_tx) = serve_proxy(
+        let (runtime, proxy_task, shutdown_tx, connections) = serve_proxy(
             &self.config,
             &self.state,
             listeners.proxy,
@@ -231,6 +232,7 @@ impl Gateway {
             grace: self.config.gateway.shutdown_grace,
             state: self.state,
             shutdown_tx,
+            connections,
             runtime: Some(runtime),
             proxy_task,
             admin_stop_tx,
@@ -241,10 +243,13 @@ impl Gateway {
     }
 }
 
+/// The proxy's runtime and task, its shutdown switch, and its count of open
+/// connections.
 type ProxyRun = (
     pingora_runtime::Runtime,
     JoinHandle<()>,
     watch::Sender<bool>,
+    Arc<AtomicUsize>,
 );
 
 /// The proxy service behind the front door, on its plain and TLS listeners,
@@ -268,7 +273,13 @@ fn serve_proxy(
         conf,
     );
     http.handle_init_modules();
-    let door = Door::new(Arc::new(http), config.gateway.door, state.metrics.clone());
+    let open = Arc::new(AtomicUsize::new(0));
+    let door = Door::new(
+        Arc::new(http),
+        config.gateway.door,
+        state.metrics.clone(),
+        open.clone(),
+    );
     let mut service = pingora_core::services::listening::Service::new("keygate".into(), door);
     let fds: ListenFds = Arc::new(parking_lot::Mutex::new(Fds::new()));
     let key = plain.local_addr().map_err(GatewayError::Proxy)?.to_string();
@@ -296,7 +307,7 @@ fn serve_proxy(
     let task = runtime.get_handle().spawn(async move {
         service.start_service(Some(fds), shutdown_rx, 1).await;
     });
-    Ok((runtime, task, shutdown_tx))
+    Ok((runtime, task, shutdown_tx, open))
 }
 
 /// Serves the admin API until the returned sender says stop.
@@ -393,6 +404,8 @@ pub struct RunningGateway {
     grace: Duration,
     state: Arc<ProxyState>,
     shutdown_tx: watch::Sender<bool>,
+    /// Connections the proxy is serving (HTTP/1 ones between requests too).
+    connections: Arc<AtomicUsize>,
     runtime: Option<pingora_runtime::Runtime>,
     proxy_task: JoinHandle<()>,
     admin_stop_tx: watch::Sender<bool>,
@@ -437,12 +450,18 @@ impl RunningGateway {
     }
 
     /// Stops the gateway. Graceful: stop accepting, wait up to the grace period
-    /// for in-flight requests, then close what is left.
+    /// for in-flight requests and open connections (a kept-alive one is
+    /// closed after its next response, or after
+    /// [`DRAIN_IDLE`](crate::proxy::door::DRAIN_IDLE) idle), then
+    /// close what is left.
     pub async fn stop(mut self, how: Stop) {
         let _ = self.shutdown_tx.send(true);
         if how == Stop::Graceful {
             let deadline = Instant::now() + self.grace;
-            while self.state.metrics.inflight.get() > 0 && Instant::now() < deadline {
+            let busy = |g: &Self| {
+                g.state.metrics.inflight.get() > 0 || g.connections.load(Ordering::Relaxed) > 0
+            };
+            while busy(&self) && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             let left = self.state.metrics.inflight.get();

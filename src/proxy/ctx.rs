@@ -39,6 +39,8 @@ pub struct RequestCtx {
     /// The client per the trusted-proxy rule.
     pub client_ip: Option<IpAddr>,
     pub peer_trusted: bool,
+    /// The client's connection is TLS (for `X-Forwarded-Proto`).
+    pub tls: bool,
     /// The configuration this request runs on, from start to end.
     pub routing: Arc<Routing>,
     /// Index of the matched route in [`Self::routing`].
@@ -89,6 +91,7 @@ impl RequestCtx {
             peer_ip: None,
             client_ip: None,
             peer_trusted: false,
+            tls: false,
             routing,
             route: None,
             key: None,

@@ -8,6 +8,7 @@
 //! (ALPN `h2`) go to Pingora directly: the h2 codec bounds its own frames.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -27,10 +28,32 @@ use crate::outcome::{Outcome, Rejection};
 /// Pingora's ceiling on header lines; `DoorLimits::max_headers` is at most this.
 const MAX_HEADERS: usize = 256;
 
+/// How long a connection idle between requests is kept once the gateway is
+/// shutting down: a request already on its way is still served (and told to
+/// close); closing at once would fail it.
+pub const DRAIN_IDLE: Duration = Duration::from_secs(1);
+
 pub struct Door {
     http: Arc<HttpProxy<Proxy>>,
     limits: DoorLimits,
     metrics: Arc<Metrics>,
+    open: Arc<AtomicUsize>,
+}
+
+/// Counts a connection open for as long as it lives.
+struct Open(Arc<AtomicUsize>);
+
+impl Open {
+    fn new(open: &Arc<AtomicUsize>) -> Open {
+        open.fetch_add(1, Ordering::Relaxed);
+        Open(open.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// What reading one request head came to.
@@ -63,16 +86,39 @@ pub fn check(buf: &[u8], limits: &DoorLimits) -> Result<bool, Outcome> {
     }
 }
 
-/// Reads one head: the first byte within `idle`, the rest within the head timeout.
+/// Waits up to `idle` for the first bytes of a head; once shutting down, at
+/// most [`DRAIN_IDLE`] more. Whether any arrived.
+async fn first_bytes<S: tokio::io::AsyncRead + Unpin>(
+    s: &mut S,
+    buf: &mut Vec<u8>,
+    idle: Duration,
+    shutdown: &ShutdownWatch,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + idle;
+    let mut shutdown = shutdown.clone();
+    let read = s.read_buf(buf);
+    tokio::pin!(read);
+    let n = tokio::select! {
+        n = tokio::time::timeout_at(deadline, &mut read) => n,
+        () = async { drop(shutdown.wait_for(|s| *s).await) } => {
+            let drain = deadline.min(tokio::time::Instant::now() + DRAIN_IDLE);
+            tokio::time::timeout_at(drain, &mut read).await
+        }
+    };
+    matches!(n, Ok(Ok(n)) if n > 0)
+}
+
+/// Reads one head: the first byte within `idle` (shortened when shutting
+/// down), the rest within the head timeout.
 pub async fn read<S: tokio::io::AsyncRead + Unpin>(
     s: &mut S,
     limits: &DoorLimits,
     idle: Duration,
+    shutdown: &ShutdownWatch,
 ) -> Head {
     let mut buf = Vec::with_capacity(4096);
-    match tokio::time::timeout(idle, s.read_buf(&mut buf)).await {
-        Ok(Ok(n)) if n > 0 => {}
-        _ => return Head::Closed,
+    if !first_bytes(s, &mut buf, idle, shutdown).await {
+        return Head::Closed;
     }
     let rest = async {
         loop {
@@ -115,11 +161,18 @@ fn refusal(outcome: Outcome) -> Vec<u8> {
 }
 
 impl Door {
-    pub fn new(http: Arc<HttpProxy<Proxy>>, limits: DoorLimits, metrics: Arc<Metrics>) -> Door {
+    /// `open` counts the connections being served (a graceful stop waits for them).
+    pub fn new(
+        http: Arc<HttpProxy<Proxy>>,
+        limits: DoorLimits,
+        metrics: Arc<Metrics>,
+        open: Arc<AtomicUsize>,
+    ) -> Door {
         Door {
             http,
             limits,
             metrics,
+            open,
         }
     }
 
@@ -140,13 +193,14 @@ impl ServerApp for Door {
         mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let _open = Open::new(&self.open);
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             return ServerApp::process_new(&self.http, stream, shutdown).await;
         }
         let mut idle = self.limits.head_timeout;
         let mut persistent = None;
         loop {
-            match read(&mut stream, &self.limits, idle).await {
+            match read(&mut stream, &self.limits, idle, shutdown).await {
                 Head::Complete(head) => stream = Rewound::wrap(stream, head),
                 Head::Closed => return None,
                 Head::Refused(outcome) => {
@@ -212,18 +266,19 @@ mod tests {
     #[tokio::test]
     async fn slow_and_idle_connections_are_bounded() {
         let l = limits();
+        let (_keep, running) = tokio::sync::watch::channel(false);
         let (mut client, mut server) = tokio::io::duplex(1024);
         client
             .write_all(b"GET / HTTP/1.1\r\n")
             .await
             .expect("write");
         assert_eq!(
-            read(&mut server, &l, l.keepalive_timeout).await,
+            read(&mut server, &l, l.keepalive_timeout, &running).await,
             Head::Refused(Outcome::RequestTimeout)
         );
         let (_client, mut server) = tokio::io::duplex(1024);
         assert_eq!(
-            read(&mut server, &l, l.keepalive_timeout).await,
+            read(&mut server, &l, l.keepalive_timeout, &running).await,
             Head::Closed
         );
         let (mut client, mut server) = tokio::io::duplex(1024);
@@ -231,10 +286,37 @@ mod tests {
             .write_all(b"GET / HTTP/1.1\r\n\r\nGET /next")
             .await
             .expect("write");
-        match read(&mut server, &l, l.keepalive_timeout).await {
+        match read(&mut server, &l, l.keepalive_timeout, &running).await {
             Head::Complete(bytes) => assert!(bytes.ends_with(b"GET /next"), "pipelined bytes kept"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn shutting_down_still_serves_a_request_on_its_way_then_closes_idle() {
+        let l = DoorLimits {
+            keepalive_timeout: Duration::from_secs(30),
+            ..limits()
+        };
+        let (stop, watch) = tokio::sync::watch::channel(false);
+        let (mut client, mut server) = tokio::io::duplex(1024);
+        let reader = tokio::spawn(async move {
+            let head = read(&mut server, &l, l.keepalive_timeout, &watch).await;
+            let start = tokio::time::Instant::now();
+            let idle = read(&mut server, &l, l.keepalive_timeout, &watch).await;
+            (head, idle, start.elapsed())
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stop.send(true).expect("send");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        client
+            .write_all(b"GET / HTTP/1.1\r\n\r\n")
+            .await
+            .expect("write");
+        let (head, idle, took) = reader.await.expect("join");
+        assert!(matches!(head, Head::Complete(_)), "{head:?}");
+        assert_eq!(idle, Head::Closed);
+        assert!(took >= DRAIN_IDLE && took < DRAIN_IDLE * 3, "{took:?}");
     }
 
     #[test]

@@ -45,12 +45,14 @@ pub fn strip_keygate(req: &mut RequestHeader) {
     }
 }
 
-/// Appends the peer to `X-Forwarded-For` and sets `-Proto` / `-Host`. A trusted
-/// proxy's `-Proto`/`-Host` are kept; an untrusted client's are replaced.
+/// Appends the peer to `X-Forwarded-For` and sets `-Proto` (`https` when the
+/// client's connection is TLS) / `-Host`. A trusted proxy's `-Proto`/`-Host`
+/// are kept; an untrusted client's are replaced.
 pub fn set_forwarded(
     req: &mut RequestHeader,
     peer: Option<IpAddr>,
     peer_trusted: bool,
+    tls: bool,
 ) -> pingora_error::Result<()> {
     if let Some(peer) = peer {
         let mut xff = String::with_capacity(64);
@@ -69,7 +71,7 @@ pub fn set_forwarded(
         req.insert_header(XFF, xff)?;
     }
     if !peer_trusted || !req.headers.contains_key(XF_PROTO) {
-        req.insert_header(XF_PROTO, "http")?;
+        req.insert_header(XF_PROTO, if tls { "https" } else { "http" })?;
     }
     if !peer_trusted || !req.headers.contains_key(XF_HOST) {
         let host = req.headers.get(http::header::HOST).cloned().or_else(|| {
@@ -137,11 +139,17 @@ mod tests {
             ("x-forwarded-for", "1.1.1.1"),
             ("x-forwarded-proto", "https"),
         ]);
-        set_forwarded(&mut r, Some(peer), false).expect("ok");
+        set_forwarded(&mut r, Some(peer), false, false).expect("ok");
         assert_eq!(r.headers["x-forwarded-for"], "1.1.1.1, 192.0.2.1");
         assert_eq!(
             r.headers["x-forwarded-proto"], "http",
             "untrusted peer cannot claim https"
+        );
+        let mut tls = req(&[("host", "h"), ("x-forwarded-proto", "http")]);
+        set_forwarded(&mut tls, Some(peer), false, true).expect("ok");
+        assert_eq!(
+            tls.headers["x-forwarded-proto"], "https",
+            "the client's TLS connection"
         );
         assert_eq!(r.headers["x-forwarded-host"], "api.example.com");
 
@@ -150,7 +158,7 @@ mod tests {
             ("x-forwarded-proto", "https"),
             ("x-forwarded-host", "orig"),
         ]);
-        set_forwarded(&mut r, Some(peer), true).expect("ok");
+        set_forwarded(&mut r, Some(peer), true, false).expect("ok");
         assert_eq!(r.headers["x-forwarded-for"], "192.0.2.1");
         assert_eq!(r.headers["x-forwarded-proto"], "https");
         assert_eq!(r.headers["x-forwarded-host"], "orig");

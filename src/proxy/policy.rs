@@ -147,6 +147,7 @@ impl Gate {
             .and_then(|a| a.as_inet())
             .map(|a| canonical(a.ip()));
         ctx.peer_ip = peer;
+        ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         if let Some(peer) = peer {
             ctx.peer_trusted = is_trusted(peer, &self.trusted_proxies);
             // Only a trusted peer's X-Forwarded-For is read at all.
@@ -298,7 +299,7 @@ impl Gate {
                 req.remove_header(&http::header::AUTHORIZATION);
             }
         }
-        headers::set_forwarded(req, ctx.peer_ip, ctx.peer_trusted)?;
+        headers::set_forwarded(req, ctx.peer_ip, ctx.peer_trusted, ctx.tls)?;
         req.insert_header(headers::REQUEST_ID, ctx.request_id.clone())?;
         if let Some(key) = &ctx.key {
             req.insert_header(KEY_ID, key.key_id_header())?;

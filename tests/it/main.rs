@@ -3,6 +3,7 @@
 
 mod admin;
 mod embedded;
+mod front_door;
 mod harness;
 mod infra;
 

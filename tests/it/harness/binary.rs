@@ -97,11 +97,18 @@ pub struct Process {
 impl Process {
     /// Starts `keygate serve` and waits until it logs where it listens.
     pub fn serve(dir: &Path, config: &Path, env: &[(&str, &str)]) -> Process {
+        Self::serve_with(dir, config, &[], env)
+    }
+
+    /// Starts `keygate serve <args>` (e.g. `--upgrade`) and waits until it
+    /// logs where it listens.
+    pub fn serve_with(dir: &Path, config: &Path, args: &[&str], env: &[(&str, &str)]) -> Process {
         let mut child = command(env)
             .current_dir(dir)
             .arg("--config")
             .arg(config)
             .arg("serve")
+            .args(args)
             .env("KEYGATE_LOG_FORMAT", "json")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
