@@ -9,6 +9,7 @@ pub mod gateway;
 pub mod keys;
 pub mod leak;
 pub mod metrics;
+pub mod outbound;
 pub mod outcome;
 pub mod owners;
 pub mod proxy;
