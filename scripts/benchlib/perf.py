@@ -62,7 +62,9 @@ def fold(data, folded, svg):
 
 
 def tops(folded):
-    """(total samples, inclusive Counter, self Counter) by function, from folded stacks."""
+    """(total weight, inclusive Counter, self Counter) by function, from folded stacks (weight:
+    the sampled event's period, as inferno counts; the first frame, the thread's name, and
+    frames perf could not name are left out of the inclusive table)."""
     incl, own, total = Counter(), Counter(), 0
     for line in Path(folded).read_text().splitlines():
         stack, _, n = line.rpartition(" ")
@@ -71,15 +73,15 @@ def tops(folded):
         frames, n = stack.split(";"), int(n)
         total += n
         own[frames[-1]] += n
-        for f in set(frames):
+        for f in set(frames[1:]) - {"[unknown]"}:
             incl[f] += n
     return total, incl, own
 
 
 def top_table(title, counts, total):
-    lines = [title, "", "|  % | samples | function |", "|---:|---:|---|"]
+    lines = [title, "", "| % | function |", "|---:|---|"]
     for f, n in counts.most_common(TOP):
-        lines.append(f"| {100 * n / max(total, 1):.1f} | {n} | {f[:160]} |")
+        lines.append(f"| {100 * n / max(total, 1):.1f} | {f[:160]} |")
     return lines
 
 
@@ -92,10 +94,9 @@ def profile(ctx, s, stamp):
     r = record(ctx, s, data)
     fold(data, base.with_suffix(".folded"), base.with_suffix(".svg"))
     total, incl, own = tops(base.with_suffix(".folded"))
-    text = [f"perf: {s.name} at full load, {r['rps']:.0f} req/s, {total} samples "
-            f"(perf record -g --call-graph dwarf -F 499 -p <proxy>, {ctx.args.duration} s)", ""]
-    text += top_table(f"top {TOP} by inclusive samples", incl, total) + [""]
-    text += top_table(f"top {TOP} by self samples", own, total)
+    text = [f"perf: {s.name} at full load, {r['rps']:.0f} req/s "
+            f"(perf record -g --call-graph dwarf -F 499 -p <proxy>, {ctx.args.duration} s); % of the proxy's cycles", ""]
+    text += top_table(f"top {TOP} functions, inclusive", incl, total) + [""]
+    text += top_table(f"top {TOP} functions, self", own, total)
     base.with_suffix(".txt").write_text("\n".join(text) + "\n")
-    return ["", f"profile of {s.name}: {base}.svg, {base}.folded, {base}.txt "
-                f"({total} samples at {r['rps']:.0f} req/s)"]
+    return ["", f"profile of {s.name} ({r['rps']:.0f} req/s under perf): {base}.svg, {base}.folded, {base}.txt"]

@@ -144,7 +144,7 @@ def measure(ctx):
     if tls:
         results["tls"] = tls
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    extra = [""] + checked if checked else []
+    extra = ["", "Enforcement checks (before timing):", ""] + checked if checked else []
     if ctx.args.perf:
         extra += profile(ctx, next(s for s in rows if s.name == ctx.args.perf), stamp)
     report(ctx.args, results, rate, stamp, extra)
