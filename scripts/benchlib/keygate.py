@@ -43,7 +43,8 @@ def binaries(args):
         if not args.no_build:
             subprocess.run(["cargo", "build", "--profile", args.profile, "--bin", "keygate", "--example", "bare_pingora"],
                            cwd=ROOT, check=True)
-        bins = bins_in(target_dir() / args.profile)
+        # cargo's `dev` profile builds into debug/.
+        bins = bins_in(target_dir() / ("debug" if args.profile == "dev" else args.profile))
     for b in (bins.keygate, bins.bare):
         if not os.access(b, os.X_OK):
             die(f"no binary {b} (build it, or see --bin-dir)")
