@@ -57,7 +57,10 @@ impl Audit<'_> {
     /// The same writer, raising no webhook event (a rotation's successor is
     /// reported by `key.rotated`, not also `key.created`).
     pub fn quiet(self) -> Self {
-        Audit { hooks: None, ..self }
+        Audit {
+            hooks: None,
+            ..self
+        }
     }
 }
 

@@ -143,7 +143,11 @@ mod tests {
         assert!(key.matches(EventType::KeyRevoked));
         assert!(key.matches(EventType::KeyExpiring));
         assert!(!key.matches(EventType::OwnerDisabled));
-        assert!(EventPattern::parse("*").expect("all").matches(EventType::CreditsLow));
+        assert!(
+            EventPattern::parse("*")
+                .expect("all")
+                .matches(EventType::CreditsLow)
+        );
         let one = EventPattern::parse("credits.low").expect("one");
         assert!(one.matches(EventType::CreditsLow));
         assert!(!one.matches(EventType::RatelimitExceeded));

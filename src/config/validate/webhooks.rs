@@ -82,7 +82,11 @@ impl Checker {
             ),
             max_backoff: self.duration("webhooks.max_backoff", t.max_backoff, d.max_backoff),
             timeout: self.duration("webhooks.timeout", t.timeout, d.timeout),
-            poll_interval: self.duration("webhooks.poll_interval", t.poll_interval, d.poll_interval),
+            poll_interval: self.duration(
+                "webhooks.poll_interval",
+                t.poll_interval,
+                d.poll_interval,
+            ),
             batch_size: self.at_least_one("webhooks.batch_size", t.batch_size, d.batch_size),
             key_expiring_days: t.key_expiring_days.unwrap_or(d.key_expiring_days),
             credits_low_threshold: t.credits_low_threshold,
@@ -115,7 +119,10 @@ impl Checker {
             self.problem(format!("{at}.url"), e.to_string());
         }
         if h.events.is_empty() {
-            self.problem(format!("{at}.events"), "name at least one event (\"*\": all)");
+            self.problem(
+                format!("{at}.events"),
+                "name at least one event (\"*\": all)",
+            );
         }
         let mut events = Vec::new();
         for (j, text) in h.events.iter().enumerate() {
@@ -128,7 +135,10 @@ impl Checker {
         let ca_file = h.ca_file.map(PathBuf::from);
         if let Some(p) = &ca_file {
             if !p.is_file() {
-                self.problem(format!("{at}.ca_file"), format!("{} is not a file", p.display()));
+                self.problem(
+                    format!("{at}.ca_file"),
+                    format!("{} is not a file", p.display()),
+                );
             }
         }
         let secret = secret?;
@@ -150,7 +160,10 @@ impl Checker {
     ) -> Option<SigningSecret> {
         let path = format!("{at}.secret_env");
         let Some(var) = var.filter(|v| !v.is_empty()) else {
-            self.problem(path, "required: the environment variable holding the secret");
+            self.problem(
+                path,
+                "required: the environment variable holding the secret",
+            );
             return None;
         };
         let Some(text) = env(var) else {

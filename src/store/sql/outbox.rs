@@ -93,7 +93,10 @@ pub(super) async fn enqueue_audited<S: Session>(
     let mut data = json!({ "changes": draft.changes });
     if let Some(id) = draft.key_id {
         data["key_id"] = json!(id);
-        if let Some(r) = tx.fetch_optional(KEY_SUBJECT, vec![Value::Uuid(Some(id))]).await? {
+        if let Some(r) = tx
+            .fetch_optional(KEY_SUBJECT, vec![Value::Uuid(Some(id))])
+            .await?
+        {
             data["owner_id"] = json!(r.get::<String>("owner_id")?);
             data["name"] = json!(r.get::<String>("name")?);
         }
