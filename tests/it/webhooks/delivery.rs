@@ -86,19 +86,6 @@ async fn every_change_once_per_endpoint(kind: StoreKind) {
         a.types(),
         b.types()
     );
-    // Every attempt carried a valid signature; retries kept their id.
-    let (ra, rb) = (a.received(), b.received());
-    assert!(ra.iter().chain(&rb).all(|r| r.valid), "a bad signature");
-    assert!(ra.len() >= want_a.len() + 3, "a saw {} requests", ra.len());
-    assert_eq!(rb.len(), want_b.len() + 1);
-    // No payload carries a secret or a hash.
-    for r in ra.iter().chain(&rb) {
-        let text = r.body.to_string();
-        assert!(!secrets.iter().any(|s| text.contains(s.as_str())), "{text}");
-        assert!(!text.contains("hash"), "{text}");
-        assert!(r.id.starts_with("evt_"), "{}", r.id);
-        assert!(r.body["timestamp"].is_string() && r.body["data"].is_object());
-    }
     let revoked = a
         .events()
         .into_values()
@@ -122,6 +109,19 @@ async fn every_change_once_per_endpoint(kind: StoreKind) {
         .await
     );
     assert!(deliveries(gw.admin, "status=pending").await.is_empty());
+    // Every attempt carried a valid signature; retries kept their id.
+    let (ra, rb) = (a.received(), b.received());
+    assert!(ra.iter().chain(&rb).all(|r| r.valid), "a bad signature");
+    assert!(ra.len() >= want_a.len() + 3, "a saw {} requests", ra.len());
+    assert_eq!(rb.len(), want_b.len() + 1);
+    // No payload carries a secret or a hash.
+    for r in ra.iter().chain(&rb) {
+        let text = r.body.to_string();
+        assert!(!secrets.iter().any(|s| text.contains(s.as_str())), "{text}");
+        assert!(!text.contains("hash"), "{text}");
+        assert!(r.id.starts_with("evt_"), "{}", r.id);
+        assert!(r.body["timestamp"].is_string() && r.body["data"].is_object());
+    }
     let ops = deliveries(gw.admin, "endpoint=ops&event_type=owner.disabled").await;
     assert_eq!(ops.len(), 1);
     assert_eq!(ops[0]["attempts"], 1);
