@@ -114,6 +114,13 @@ async fn every_change_once_per_endpoint(kind: StoreKind) {
     assert!(ra.iter().chain(&rb).all(|r| r.valid), "a bad signature");
     assert!(ra.len() >= want_a.len() + 3, "a saw {} requests", ra.len());
     assert_eq!(rb.len(), want_b.len() + 1);
+    // The reference library agrees, and refuses a changed body.
+    assert!(python_verify(SECRET_A, &ra).iter().all(|ok| *ok));
+    assert!(python_verify(SECRET_B, &rb).iter().all(|ok| *ok));
+    let mut forged = ra[0].clone();
+    forged.raw = forged.raw.replace("key.", "kex.");
+    assert_eq!(python_verify(SECRET_A, &[forged]), vec![false]);
+    assert_eq!(python_verify(SECRET_B, &ra[..1]), vec![false]);
     // No payload carries a secret or a hash.
     for r in ra.iter().chain(&rb) {
         let text = r.body.to_string();

@@ -37,6 +37,9 @@ pub struct Received {
     pub body: serde_json::Value,
     /// Whether its signature checked out under the endpoint's secret.
     pub valid: bool,
+    /// The body as received, and the three Standard Webhooks headers.
+    pub raw: String,
+    pub headers: [(String, String); 3],
 }
 
 /// What the receiver does with the next requests.
@@ -108,8 +111,17 @@ impl Receiver {
             &header("webhook-signature"),
             body,
         );
+        let raw = String::from_utf8_lossy(body).into_owned();
+        let headers = ["webhook-id", "webhook-timestamp", "webhook-signature"]
+            .map(|n| (n.to_owned(), header(n)));
         let body = serde_json::from_slice(body).unwrap_or(serde_json::Value::Null);
-        self.got.lock().push(Received { id, body, valid });
+        self.got.lock().push(Received {
+            id,
+            body,
+            valid,
+            raw,
+            headers,
+        });
         if take(&self.cues.fail) {
             return StatusCode::INTERNAL_SERVER_ERROR;
         }
@@ -192,6 +204,63 @@ pub fn verify(secret: &str, id: &str, ts: &str, header: &str, body: &[u8]) -> bo
         mac.update(&content);
         mac.verify_slice(&given).is_ok()
     })
+}
+
+/// Checks each request with the `standardwebhooks` Python package (the
+/// specification's reference library): whether each verified. Fails the
+/// test when Python or the package is missing (scripts/test installs it).
+pub fn python_verify(secret: &str, got: &[Received]) -> Vec<bool> {
+    use std::io::Write;
+    const SCRIPT: &str = r#"
+import json, sys
+try:
+    from standardwebhooks.webhooks import Webhook
+except ImportError as e:
+    sys.exit("the standardwebhooks package is missing (python3 -m pip install standardwebhooks): %s" % e)
+req = json.load(sys.stdin)
+wh = Webhook(req["secret"])
+out = []
+for d in req["deliveries"]:
+    try:
+        wh.verify(d["body"], d["headers"])
+        out.append(True)
+    except Exception:
+        out.append(False)
+print(json.dumps(out))
+"#;
+    let deliveries: Vec<serde_json::Value> = got
+        .iter()
+        .map(|r| {
+            let headers: serde_json::Map<String, serde_json::Value> = r
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
+                .collect();
+            serde_json::json!({"body": r.raw, "headers": headers})
+        })
+        .collect();
+    let input = serde_json::json!({"secret": secret, "deliveries": deliveries});
+    let mut child = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(SCRIPT)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 is needed for the standardwebhooks check");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.to_string().as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("python3");
+    assert!(
+        out.status.success(),
+        "standardwebhooks check failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("python's answer")
 }
 
 /// An endpoint `name` → `url` for `events`, its secret in `env`.
