@@ -117,7 +117,11 @@ impl Worker {
                 self.metrics.webhook_backlog.set(n);
             }
             if !full {
-                let _ = tokio::time::timeout(self.cfg.poll_interval, stop.changed()).await;
+                // Woken early by the stop; a dropped sender is a stop too.
+                let woke = tokio::time::timeout(self.cfg.poll_interval, stop.changed()).await;
+                if let Ok(Err(_)) = woke {
+                    return;
+                }
             }
         }
     }
@@ -208,18 +212,8 @@ impl Worker {
         }
     }
 
-    /// After the `n`th failure: `initial * 2^(n-1)` capped at `max_backoff`,
-    /// then a random point in its upper half (jitter: instances that failed
-    /// together do not retry together).
     fn backoff(&self, n: i64) -> chrono::Duration {
-        let base = self.cfg.initial_backoff.as_millis() as f64;
-        let cap = self.cfg.max_backoff.as_millis() as f64;
-        let exp = i32::try_from(n.saturating_sub(1))
-            .unwrap_or(i32::MAX)
-            .min(62);
-        let full = (base * 2f64.powi(exp)).min(cap).max(1.0);
-        let ms = rand::rng().random_range(full / 2.0..=full);
-        chrono::Duration::milliseconds(ms as i64)
+        backoff(self.cfg.initial_backoff, self.cfg.max_backoff, n)
     }
 
     /// Enqueues `key.expiring` for keys expiring within `key_expiring_days`:
@@ -251,7 +245,51 @@ impl Worker {
     }
 }
 
+/// After the `n`th failure: `initial * 2^(n-1)` capped at `max`, then a
+/// random point in its upper half (jitter: instances that failed together do
+/// not retry together).
+fn backoff(initial: Duration, max: Duration, n: i64) -> chrono::Duration {
+    let base = initial.as_millis() as f64;
+    let cap = max.as_millis() as f64;
+    let exp = i32::try_from(n.saturating_sub(1))
+        .unwrap_or(i32::MAX)
+        .min(62);
+    let full = (base * 2f64.powi(exp)).min(cap).max(1.0);
+    let ms = rand::rng().random_range(full / 2.0..=full);
+    chrono::Duration::milliseconds(ms as i64)
+}
+
 /// The same key and expiry always make the same event id.
 fn expiring_id(key: uuid::Uuid, at: DateTime<Utc>) -> String {
     format!("evt_expiring_{}_{}", key.simple(), at.timestamp())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter_in_the_upper_half() {
+        let (i, m) = (Duration::from_millis(100), Duration::from_millis(1000));
+        for (n, full) in [
+            (1, 100),
+            (2, 200),
+            (3, 400),
+            (4, 800),
+            (5, 1000),
+            (60, 1000),
+        ] {
+            for _ in 0..50 {
+                let d = backoff(i, m, n).num_milliseconds();
+                assert!((full / 2..=full).contains(&d), "n={n}: {d}");
+            }
+        }
+        assert_eq!(
+            expiring_id(
+                uuid::Uuid::nil(),
+                DateTime::from_timestamp(7, 0).expect("t")
+            ),
+            "evt_expiring_00000000000000000000000000000000_7"
+        );
+    }
 }

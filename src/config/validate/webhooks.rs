@@ -179,3 +179,71 @@ impl Checker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{Config, ConfigError};
+
+    const HOOKS: &str = r#"
+[webhooks]
+max_age = "1h"
+initial_backoff = "2s"
+max_backoff = "1s"
+
+[[webhook]]
+name = "billing"
+url = "https://billing.example.com/hook"
+events = ["key.*", "credits.low"]
+secret_env = "HOOK_SECRET"
+
+[[webhook]]
+name = "billing"
+url = "mailto:x"
+events = ["key.made"]
+secret_env = "HOOK_BAD"
+"#;
+
+    fn env(k: &str) -> Option<String> {
+        match k {
+            "HOOK_SECRET" => Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
+            "HOOK_BAD" => Some("not-a-secret".into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn every_problem_with_its_path_and_no_secret() {
+        let Err(ConfigError::Invalid { problems, .. }) =
+            Config::from_toml(HOOKS, Path::new("t.toml"), &env)
+        else {
+            panic!("invalid config accepted");
+        };
+        let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        for want in [
+            "webhooks.max_backoff",
+            "webhook[1].url",
+            "webhook[1].events[0]",
+            "webhook[1].secret_env: environment variable HOOK_BAD",
+        ] {
+            assert!(text.iter().any(|t| t.starts_with(want)), "{want}: {text:?}");
+        }
+        assert!(!text.iter().any(|t| t.contains("not-a-secret")), "{text:?}");
+    }
+
+    #[test]
+    fn a_valid_endpoint_prints_redacted() {
+        let ok = HOOKS
+            .split("[[webhook]]")
+            .take(2)
+            .collect::<Vec<_>>()
+            .join("[[webhook]]");
+        let ok = ok.replace("max_backoff = \"1s\"", "max_backoff = \"10s\"");
+        let c = Config::from_toml(&ok, Path::new("t.toml"), &env).expect("valid");
+        let e = &c.webhooks.endpoints[0];
+        assert!(e.wants(crate::webhooks::events::EventType::KeyLeaked));
+        assert!(!e.wants(crate::webhooks::events::EventType::RatelimitExceeded));
+        assert!(!format!("{c:?}").contains("MfKQ9r8"));
+    }
+}
