@@ -27,7 +27,6 @@ async fn ratelimit_exceeded_once_per_window_and_credits_low_once_per_crossing() 
     let cfg = with_hooks(TestConfig::pg().await, tuning, hooks)
         .upstream("a", &[up.addr], |_| {})
         .route("r", "/", "a", |rt| rt.cost = Some(1));
-    let gw = cfg.start().await;
     let s = cfg.services().await;
     let mut limited = key_spec("o");
     limited.rate_limits = Limits {
@@ -41,6 +40,8 @@ async fn ratelimit_exceeded_once_per_window_and_credits_low_once_per_crossing() 
         refill: None,
     }));
     let paying = s.keys.create(patch, &"t".into()).await.expect("key");
+    // Started after the keys exist: its first load has them.
+    let gw = cfg.start().await;
     let mut statuses = Vec::new();
     for _ in 0..10 {
         for k in [&limited, &paying] {
