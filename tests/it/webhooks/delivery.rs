@@ -253,3 +253,58 @@ async fn config_names_bad_urls_events_and_missing_secrets() {
         assert!(text.contains(want), "{want} missing in {text}");
     }
 }
+
+#[tokio::test]
+async fn the_cli_lists_deliveries_and_retries_one() {
+    let hooks = vec![endpoint(
+        "r",
+        "http://127.0.0.1:9/hook",
+        &["*"],
+        "HOOK_SECRET_A",
+    )];
+    let cfg = with_hooks(TestConfig::pg().await, fast("1h"), hooks);
+    // No gateway runs: the delivery stays pending.
+    let s = cfg.services().await;
+    s.keys
+        .create(key_spec("o"), &ACTOR.into())
+        .await
+        .expect("key");
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("keygate.toml");
+    crate::harness::binary::write_config(&path, cfg.file());
+    let env = [
+        ("KEYGATE_HASH_SECRET", crate::harness::gateway::HASH_SECRET),
+        ("HOOK_SECRET_A", SECRET_A),
+    ];
+    let run = |args: &[&str]| {
+        let (path, env) = (path.clone(), env);
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                crate::harness::binary::run(&path, &args, &env)
+            })
+            .await
+            .expect("join")
+        }
+    };
+    let (code, out, err) = run(&["webhooks", "deliveries", "--status", "pending", "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).expect("json");
+    assert_eq!(rows.len(), 1, "{out}");
+    assert_eq!(rows[0]["event_type"], "key.created");
+    let id = rows[0]["id"].as_str().expect("id").to_owned();
+    let (code, out, _) = run(&["webhooks", "deliveries"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains(&id) && out.contains("key.created"), "{out}");
+    let (code, out, err) = run(&["webhooks", "retry", &id]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&id), "{out}");
+    let (code, _, _) = run(&["webhooks", "retry", "not-an-id"]).await;
+    assert_eq!(code, 2);
+    let (code, _, err) = run(&["webhooks", "retry", "00000000-0000-0000-0000-000000000000"]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not found"), "{err}");
+    let (code, _, _) = run(&["webhooks", "deliveries", "--status", "bogus"]).await;
+    assert_eq!(code, 2);
+}
