@@ -262,13 +262,19 @@ async fn the_cli_lists_deliveries_and_retries_one() {
         &["*"],
         "HOOK_SECRET_A",
     )];
-    let cfg = with_hooks(TestConfig::pg().await, fast("1h"), hooks);
+    let cfg = with_hooks(TestConfig::pg().await, fast("1h"), hooks)
+        .with(|f| f.keys.max_per_owner = Some(1));
     // No gateway runs: the delivery stays pending.
     let s = cfg.services().await;
     s.keys
         .create(key_spec("o"), &ACTOR.into())
         .await
         .expect("key");
+    // A refused change (over max_per_owner) raises no event.
+    s.keys
+        .create(key_spec("o"), &ACTOR.into())
+        .await
+        .expect_err("over the limit");
     let dir = tempfile::tempdir().expect("tmp");
     let path = dir.path().join("keygate.toml");
     crate::harness::binary::write_config(&path, cfg.file());
