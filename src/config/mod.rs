@@ -19,7 +19,7 @@ use crate::ratelimit::window::Limits;
 pub use file::FileConfig;
 pub use lenient::{Choice, Lenient, Text};
 pub use secret::{Secret, redact_url};
-pub use validate::{is_metadata_field, validate_cidr};
+pub use validate::{WebhookEndpoint, WebhooksConfig, is_metadata_field, validate_cidr};
 
 /// Environment variables that override the file.
 pub mod env {
@@ -46,6 +46,7 @@ pub struct Config {
     pub log: LogConfig,
     pub upstreams: Vec<UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
+    pub webhooks: WebhooksConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -15,3 +15,4 @@ mod production;
 mod proxy;
 mod ratelimit;
 mod usage;
+mod webhooks;

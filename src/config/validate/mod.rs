@@ -15,6 +15,7 @@ mod store;
 mod tls;
 mod upstream;
 mod usage;
+mod webhooks;
 
 use super::file::FileConfig;
 use super::{Config, Problem};
@@ -23,6 +24,7 @@ use checker::Checker;
 pub use checker::parse_size;
 pub use checker::validate_cidr;
 pub use gateway::is_metadata_field;
+pub use webhooks::{WebhookEndpoint, WebhooksConfig};
 
 /// Looks up `KEYGATE_*` override variables.
 type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -88,6 +90,7 @@ impl Checker {
         let log = self.log(f.log, env);
         let upstreams = self.upstreams(f.upstream);
         let routes = self.routes(f.route, &upstreams);
+        let webhooks = self.webhooks(f.webhooks, f.webhook, env);
         Config {
             gateway,
             keys,
@@ -98,6 +101,7 @@ impl Checker {
             log,
             upstreams,
             routes,
+            webhooks,
         }
     }
 }
