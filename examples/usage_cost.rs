@@ -14,8 +14,8 @@ use std::time::Instant;
 
 use keygate::config::Pooler;
 use keygate::outcome::Outcome;
-use keygate::store::postgres::{self, PgSettings};
 use keygate::store::Stores;
+use keygate::store::postgres::{self, PgSettings};
 use keygate::usage::UsageRecord;
 use uuid::Uuid;
 
@@ -123,14 +123,24 @@ async fn run(
     stores.db.migrate().await?;
     if let Some(sql) = alter {
         let mut c = sqlx::PgConnection::connect(&url).await?;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut c).await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut c)
+            .await?;
     }
     let key = Uuid::new_v4();
     let route: Arc<str> = Arc::from("api");
     for round in ["warm-up", "measured"] {
-        let n = if round == "warm-up" { records / 10 } else { records };
+        let n = if round == "warm-up" {
+            records / 10
+        } else {
+            records
+        };
         let all: Vec<UsageRecord> = (0..n).map(|_| record(key, &route)).collect();
-        let (c0, s0, t0) = (own_cpu_seconds(), server_cpu_seconds(postmaster), Instant::now());
+        let (c0, s0, t0) = (
+            own_cpu_seconds(),
+            server_cpu_seconds(postmaster),
+            Instant::now(),
+        );
         for chunk in all.chunks(batch) {
             stores.usage.write_usage(chunk).await?;
         }
@@ -148,8 +158,10 @@ async fn run(
         );
     }
     drop(stores);
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {db} WITH (FORCE)")))
-        .execute(&mut a)
-        .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE {db} WITH (FORCE)"
+    )))
+    .execute(&mut a)
+    .await?;
     Ok(())
 }
