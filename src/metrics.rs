@@ -150,82 +150,81 @@ fn route_metrics(
     }
 }
 
+/// The per-request series: requests by route and outcome, durations by
+/// route, and the time keygate spends before the upstream call.
+fn request_metrics(
+    r: &Registry,
+) -> Result<(IntCounterVec, prometheus::HistogramVec, Histogram), MetricsError> {
+    let requests = reg(
+        r,
+        IntCounterVec::new(
+            Opts::new("keygate_requests_total", "Requests by route and outcome"),
+            &["route", "outcome"],
+        )?,
+    )?;
+    let durations = reg(
+        r,
+        prometheus::HistogramVec::new(
+            HistogramOpts::new(
+                "keygate_request_duration_seconds",
+                "Time from request head to the end of the response, by route",
+            )
+            .buckets(REQUEST_BUCKETS.to_vec()),
+            &["route"],
+        )?,
+    )?;
+    let auth_duration = reg(
+        r,
+        Histogram::with_opts(
+            HistogramOpts::new(
+                "keygate_auth_duration_seconds",
+                "Time spent in keygate before the upstream call (routing, auth, rate limits)",
+            )
+            .buckets(AUTH_BUCKETS.to_vec()),
+        )?,
+    )?;
+    Ok((requests, durations, auth_duration))
+}
+
+/// `keygate_build_info{version}`, always 1.
+fn build_info(r: &Registry) -> Result<(), MetricsError> {
+    let build_info = reg(
+        r,
+        IntGaugeVec::new(
+            Opts::new("keygate_build_info", "Build information; always 1"),
+            &["version"],
+        )?,
+    )?;
+    build_info
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1);
+    Ok(())
+}
+
 impl Metrics {
     /// The registry with every metric; route series are made per
     /// configuration with [`Metrics::route`].
     pub fn new() -> Result<Metrics, MetricsError> {
         let r = Registry::new();
-        let requests = reg(
-            &r,
-            IntCounterVec::new(
-                Opts::new("keygate_requests_total", "Requests by route and outcome"),
-                &["route", "outcome"],
-            )?,
-        )?;
-        let durations = reg(
-            &r,
-            prometheus::HistogramVec::new(
-                HistogramOpts::new(
-                    "keygate_request_duration_seconds",
-                    "Time from request head to the end of the response, by route",
-                )
-                .buckets(REQUEST_BUCKETS.to_vec()),
-                &["route"],
-            )?,
-        )?;
+        let (requests, durations, auth_duration) = request_metrics(&r)?;
         let no_route = route_metrics(&requests, &durations, NO_ROUTE);
-        let auth_duration = reg(
-            &r,
-            Histogram::with_opts(
-                HistogramOpts::new(
-                    "keygate_auth_duration_seconds",
-                    "Time spent in keygate before the upstream call (routing, auth, rate limits)",
-                )
-                .buckets(AUTH_BUCKETS.to_vec()),
-            )?,
-        )?;
         let gauge = |name, help| reg(&r, IntGauge::new(name, help)?);
         let counter = |name, help| reg(&r, IntCounter::new(name, help)?);
-        let usage = reg(
-            &r,
-            IntCounterVec::new(
-                Opts::new(
-                    "keygate_usage_events_total",
-                    "Usage records by what became of them",
-                ),
-                &["result"],
-            )?,
+        let by_result =
+            |name, help| reg(&r, IntCounterVec::new(Opts::new(name, help), &["result"])?);
+        let usage = by_result(
+            "keygate_usage_events_total",
+            "Usage records by what became of them",
         )?;
-        let reloads = reg(
-            &r,
-            IntCounterVec::new(
-                Opts::new(
-                    "keygate_config_reloads_total",
-                    "Configuration reloads by result",
-                ),
-                &["result"],
-            )?,
+        let reloads = by_result(
+            "keygate_config_reloads_total",
+            "Configuration reloads by result",
         )?;
-        let deliveries = reg(
-            &r,
-            IntCounterVec::new(
-                Opts::new(
-                    "keygate_webhook_deliveries_total",
-                    "Webhook delivery attempts by result",
-                ),
-                &["result"],
-            )?,
+        let deliveries = by_result(
+            "keygate_webhook_deliveries_total",
+            "Webhook delivery attempts by result",
         )?;
-        let build_info = reg(
-            &r,
-            IntGaugeVec::new(
-                Opts::new("keygate_build_info", "Build information; always 1"),
-                &["version"],
-            )?,
-        )?;
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
+        build_info(&r)?;
         Ok(Metrics {
             requests,
             durations,

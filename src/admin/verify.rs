@@ -78,23 +78,7 @@ pub async fn verify(
 ) -> Result<Json<VerifyResponse>, ApiError> {
     let started = std::time::Instant::now();
     let gate = &s.proxy.gate;
-    if req.key.is_empty() {
-        return Err(ApiError::field("key", "required"));
-    }
-    let ip = match req.ip.as_deref() {
-        Some(ip) => Some(
-            ip.parse::<IpAddr>()
-                .map(|a| a.to_canonical())
-                .map_err(|_| ApiError::field("ip", "not an IPv4 or IPv6 address"))?,
-        ),
-        None => None,
-    };
-    let mut scopes = req.scopes.clone().unwrap_or_default();
-    for (i, sc) in scopes.iter().enumerate() {
-        if let Err(e) = scope::validate(sc, false) {
-            return Err(ApiError::field(&format!("scopes[{i}]"), e.to_string()));
-        }
-    }
+    let (ip, mut scopes) = checked(&req)?;
     let routing = s.proxy.routing.load_full();
     let route = match req.route.as_deref() {
         Some(name) => match routing.by_name(name) {
@@ -153,6 +137,28 @@ pub async fn verify(
         usage.record(record);
     }
     Ok(Json(resp))
+}
+
+/// The request's client IP and scopes, each checked (422 with its field).
+fn checked(req: &VerifyRequest) -> Result<(Option<IpAddr>, Vec<String>), ApiError> {
+    if req.key.is_empty() {
+        return Err(ApiError::field("key", "required"));
+    }
+    let ip = match req.ip.as_deref() {
+        Some(ip) => Some(
+            ip.parse::<IpAddr>()
+                .map(|a| a.to_canonical())
+                .map_err(|_| ApiError::field("ip", "not an IPv4 or IPv6 address"))?,
+        ),
+        None => None,
+    };
+    let scopes = req.scopes.clone().unwrap_or_default();
+    for (i, sc) in scopes.iter().enumerate() {
+        if let Err(e) = scope::validate(sc, false) {
+            return Err(ApiError::field(&format!("scopes[{i}]"), e.to_string()));
+        }
+    }
+    Ok((ip, scopes))
 }
 
 fn describe(k: &crate::keys::KeyEntry) -> VerifiedKey {
