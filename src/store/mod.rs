@@ -35,6 +35,10 @@ pub enum KeyChange {
     },
     /// A top-up or set (of the key's lineage: its rotations share the balance).
     Credits(CreditOp),
+    /// Marks the key as reported leaked; it keeps working.
+    Flag {
+        reason: String,
+    },
 }
 
 /// A change to an existing owner.
