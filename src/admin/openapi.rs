@@ -28,7 +28,8 @@ impl Modify for BearerAuth {
     components(schemas(error::ErrorBody, error::ErrorDetail, crate::keys::validate::FieldError,
                        crate::keys::model::KeyRecord, crate::keys::model::KeySpec, crate::keys::model::KeyState, crate::keys::model::KeyPatch, crate::keys::model::KeyStatus, crate::ratelimit::window::Limits, keys::StatusFilter,
                        crate::owners::OwnerRecord, crate::owners::OwnerSpec, crate::owners::OwnerPatch,
-                       crate::credits::CreditsView, crate::credits::CreditsInput, crate::credits::CreditChange, crate::credits::Refill, crate::credits::Interval)),
+                       crate::credits::CreditsView, crate::credits::CreditsInput, crate::credits::CreditChange, crate::credits::Refill, crate::credits::Interval,
+                       crate::keys::hours::AllowedHours, crate::keys::hours::Day)),
     modifiers(&BearerAuth),
     tags((name = "keys"), (name = "owners"), (name = "verify"), (name = "usage"), (name = "audit"))
 )]

@@ -69,6 +69,8 @@ pub enum GatewayError {
     Tls(#[source] Box<pingora_error::Error>),
     #[error("the gateway was built without listening sockets")]
     NotBound,
+    #[error("secret scanning: {0}")]
+    SecretScanning(#[source] crate::outbound::OutboundError),
 }
 
 /// Options that tests and embedders set; `main` uses the defaults.
@@ -146,12 +148,14 @@ impl Gateway {
         );
         limiter.connect().await?;
         let (usage, usage_writer) = usage_pipeline(&config, &stores, &metrics)?;
+        let scanner = crate::leak::scanner::build(&config, &stores, &hasher, &keys, &opts.clock)?;
         let state = Arc::new(ProxyState {
             gate: Gate::new(&config, hasher.clone(), keys, limiter, opts.clock.clone()),
             routing: ArcSwap::from_pointee(Routing::build(&config, &route_ids, &metrics)?),
             metrics,
             usage,
             clock: opts.clock.clone(),
+            scanner,
         });
         let services = Services::new(&stores, hasher, &config, opts.clock);
         let admin = Arc::new(AdminState::new(

@@ -25,10 +25,10 @@ pub struct AllowedHours {
     #[serde(default)]
     pub days: Vec<Day>,
     /// `HH:MM`, local time, inclusive.
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$")]
     pub from: Clock,
-    /// `HH:MM`, local time, exclusive.
-    #[schema(value_type = String)]
+    /// `HH:MM`, local time, exclusive; at or before `from`: the window runs overnight.
+    #[schema(value_type = String, pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$")]
     pub to: Clock,
 }
 
@@ -126,6 +126,22 @@ impl HoursCheck {
         }
         // Overnight: the evening of a listed day, or the morning after one.
         (time >= from && self.on(local.weekday())) || (time < to && self.on(local.weekday().pred()))
+    }
+}
+
+/// `mon,tue 08:00-18:00 Europe/Berlin`, or `every day ...`.
+impl fmt::Display for AllowedHours {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.days.is_empty() {
+            f.write_str("every day")?;
+        }
+        for (i, d) in self.days.iter().enumerate() {
+            let name = serde_json::to_value(d).ok();
+            let name = name.as_ref().and_then(|v| v.as_str()).unwrap_or("?");
+            write!(f, "{}{name}", if i == 0 { "" } else { "," })?;
+        }
+        let (from, to) = (self.from.0.format("%H:%M"), self.to.0.format("%H:%M"));
+        write!(f, " {from}-{to} {}", self.tz)
     }
 }
 

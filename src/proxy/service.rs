@@ -54,6 +54,11 @@ impl ProxyHttp for Proxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let s = &self.state;
         s.gate.identify(session, ctx);
+        if let Some(scanner) = s.scanner.as_ref().filter(|sc| sc.serves(session.req_header())) {
+            ctx.scan = true;
+            super::scan::serve(scanner, session, ctx).await;
+            return Ok(true);
+        }
         let verdict = s.gate.admit(session.req_header(), ctx).await;
         let now = Instant::now();
         ctx.policy_done = Some(now);
@@ -180,6 +185,9 @@ impl ProxyHttp for Proxy {
 
     /// The response is finished (or abandoned): record metrics and usage.
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if ctx.scan {
+            return;
+        }
         if e.is_some() && ctx.outcome == Outcome::Ok {
             ctx.outcome = Outcome::UpstreamError;
         }

@@ -11,6 +11,7 @@ mod log;
 mod ratelimit;
 mod redis;
 mod route;
+mod secret_scanning;
 mod store;
 mod tls;
 mod upstream;
@@ -86,6 +87,7 @@ impl Checker {
         let usage = self.usage(f.usage);
         let admin = self.admin(f.admin, env, gateway.listen);
         let log = self.log(f.log, env);
+        let secret_scanning = self.secret_scanning(f.secret_scanning);
         let upstreams = self.upstreams(f.upstream);
         let routes = self.routes(f.route, &upstreams);
         Config {
@@ -96,6 +98,7 @@ impl Checker {
             usage,
             admin,
             log,
+            secret_scanning,
             upstreams,
             routes,
         }
