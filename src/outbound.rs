@@ -168,7 +168,12 @@ mod tests {
     fn only_http_urls_with_a_host() {
         assert!(parse_url("https://example.com/hook").is_ok());
         assert!(parse_url("http://127.0.0.1:9/x").is_ok());
-        for bad in ["ftp://example.com", "example.com/x", "https://", "not a url"] {
+        for bad in [
+            "ftp://example.com",
+            "example.com/x",
+            "https://",
+            "not a url",
+        ] {
             assert!(parse_url(bad).is_err(), "{bad}");
         }
     }

@@ -17,8 +17,8 @@ use ipnetwork::IpNetwork;
 use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 
-use crate::auth::hash::KeyHash;
 use super::hours::AllowedHours;
+use crate::auth::hash::KeyHash;
 use crate::credits::{CreditState, CreditsInput, CreditsView};
 use crate::ratelimit::window::Limits;
 use crate::store::StoreError;

@@ -18,11 +18,11 @@ use crate::auth::key;
 use crate::clock::Clock;
 use crate::config::{Config, LeakAction, SecretScanningConfig};
 use crate::gateway::GatewayError;
-use crate::outbound::Outbound;
-use crate::store::Stores;
 use crate::keys::KeyTable;
+use crate::outbound::Outbound;
 use crate::service::{KeyService, ServiceError};
 use crate::store::StoreError;
+use crate::store::Stores;
 
 /// Reports handled at once; more wait (up to [`QUEUE_WAIT`]).
 pub const CONCURRENT_REPORTS: usize = 4;

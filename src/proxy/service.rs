@@ -54,7 +54,11 @@ impl ProxyHttp for Proxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let s = &self.state;
         s.gate.identify(session, ctx);
-        if let Some(scanner) = s.scanner.as_ref().filter(|sc| sc.serves(session.req_header())) {
+        if let Some(scanner) = s
+            .scanner
+            .as_ref()
+            .filter(|sc| sc.serves(session.req_header()))
+        {
             ctx.scan = true;
             super::scan::serve(scanner, session, ctx).await;
             return Ok(true);

@@ -97,13 +97,18 @@ impl KeyOptions {
         let days: Vec<&str> = self
             .hours_days
             .as_deref()
-            .map(|d| d.split(',').map(str::trim).filter(|d| !d.is_empty()).collect())
+            .map(|d| {
+                d.split(',')
+                    .map(str::trim)
+                    .filter(|d| !d.is_empty())
+                    .collect()
+            })
             .unwrap_or_default();
         let json = serde_json::json!({
             "tz": tz, "days": days, "from": self.hours_from, "to": self.hours_to,
         });
-        let hours: AllowedHours = serde_json::from_value(json)
-            .map_err(|e| CliError::Usage(format!("--hours-*: {e}")))?;
+        let hours: AllowedHours =
+            serde_json::from_value(json).map_err(|e| CliError::Usage(format!("--hours-*: {e}")))?;
         match hours.problem() {
             Some(m) => Err(CliError::Usage(format!("--hours-*: {m}"))),
             None => Ok(Some(hours)),

@@ -121,7 +121,9 @@ pub(super) fn key_details(k: &KeyRecord) -> String {
         ("expires", when(s.expires_at)),
         (
             "hours",
-            s.allowed_hours.as_ref().map_or("-".into(), |h| h.to_string()),
+            s.allowed_hours
+                .as_ref()
+                .map_or("-".into(), |h| h.to_string()),
         ),
         ("revoked", revoked),
         ("flagged", flagged),
