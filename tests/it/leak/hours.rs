@@ -265,7 +265,7 @@ async fn bad_hours_are_refused_by_the_api_and_the_cli() {
     binary::write_config(&path, &file);
     let env = [("KEYGATE_HASH_SECRET", crate::harness::gateway::HASH_SECRET)];
     let create = |extra: &[&str]| {
-        let mut args = vec!["keys", "create", "--owner", "o", "--json"];
+        let mut args = vec!["keys", "create", "--owner", "o", "--name", "n", "--json"];
         args.extend_from_slice(extra);
         binary::run(&path, &args, &env)
     };
