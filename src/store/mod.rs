@@ -159,8 +159,8 @@ pub trait CreditLedger: Send + Sync {
 /// One row of the feed's snapshot.
 #[derive(Debug, Clone)]
 pub enum FeedRow {
-    Owner(OwnerRow),
-    Key(KeyRow),
+    Owner(Box<OwnerRow>),
+    Key(Box<KeyRow>),
 }
 
 /// What changed after a change number.
