@@ -75,6 +75,7 @@ async fn a_reported_key_is_refused_by_two_gateways_within_a_second() {
     })
     .await;
     assert!(took.is_some(), "both gateways refuse the key within 1 s");
+    eprintln!("leaked key refused by both gateways {took:?} after the answer");
     let resp = b
         .get("/x")
         .header("x-api-key", secret)
