@@ -29,6 +29,13 @@ enum Refused {
     Unsigned,
 }
 
+/// How a request for the endpoint ends.
+enum Answer {
+    Feedback(Vec<crate::leak::Feedback>),
+    Refused(Refused),
+    Failed(ScanError),
+}
+
 impl Scanner {
     /// Whether the request is for the endpoint.
     pub fn serves(&self, req: &RequestHeader) -> bool {
@@ -39,9 +46,9 @@ impl Scanner {
 /// Answers a request for the endpoint.
 pub async fn serve(scanner: &Arc<Scanner>, session: &mut Session, ctx: &RequestCtx) {
     let (status, body) = match report(scanner, session).await {
-        Ok(feedback) => (200, Bytes::from(json!(feedback).to_string())),
-        Err(Err(e)) => (e.status(), error_body(&e.to_string(), ctx)),
-        Err(Ok(r)) => refused(r, ctx),
+        Answer::Feedback(feedback) => (200, Bytes::from(json!(feedback).to_string())),
+        Answer::Refused(r) => refused(r, ctx),
+        Answer::Failed(e) => failed(&e, ctx),
     };
     let mut h = match ResponseHeader::build(status, Some(5)) {
         Ok(h) => h,
@@ -71,13 +78,10 @@ pub async fn serve(scanner: &Arc<Scanner>, session: &mut Session, ctx: &RequestC
 }
 
 /// The report's feedback, or why there is none.
-async fn report(
-    scanner: &Arc<Scanner>,
-    session: &mut Session,
-) -> Result<Vec<crate::leak::Feedback>, Result<Refused, ScanError>> {
+async fn report(scanner: &Arc<Scanner>, session: &mut Session) -> Answer {
     let req = session.req_header();
     if req.method != http::Method::POST {
-        return Err(Ok(Refused::Method));
+        return Answer::Refused(Refused::Method);
     }
     let header = |name: &str| {
         req.headers
@@ -92,17 +96,20 @@ async fn report(
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max as u64) {
-        return Err(Ok(Refused::TooLarge));
+        return Answer::Refused(Refused::TooLarge);
     }
     let (Some(key_id), Some(signature)) = (key_id, signature) else {
-        return Err(Ok(Refused::Unsigned));
+        return Answer::Refused(Refused::Unsigned);
     };
     let body = match tokio::time::timeout(BODY_TIMEOUT, read_body(session, max)).await {
         Ok(Ok(b)) => b,
-        Ok(Err(r)) => return Err(Ok(r)),
-        Err(_) => return Err(Ok(Refused::Unreadable)),
+        Ok(Err(r)) => return Answer::Refused(r),
+        Err(_) => return Answer::Refused(Refused::Unreadable),
     };
-    scanner.handle(key_id, signature, body).await.map_err(Err)
+    match scanner.handle(key_id, signature, body).await {
+        Ok(feedback) => Answer::Feedback(feedback),
+        Err(e) => Answer::Failed(e),
+    }
 }
 
 /// The whole body, at most `max` bytes.
@@ -129,6 +136,19 @@ fn refused(r: Refused, ctx: &RequestCtx) -> (u16, Bytes) {
         Refused::Unsigned => (401, SignatureError::Unsigned.to_string()),
     };
     (status, error_body(&message, ctx))
+}
+
+/// The scanner's failure; a store failure is logged here (it names no
+/// token) and GitHub gets only "try again".
+fn failed(e: &ScanError, ctx: &RequestCtx) -> (u16, Bytes) {
+    let message = match e {
+        ScanError::Store(_) | ScanError::Task => {
+            tracing::warn!(error = %e, request_id = ctx.request_id(), "secret scanning: report not handled");
+            "temporarily unavailable; retry".to_string()
+        }
+        _ => e.to_string(),
+    };
+    (e.status(), error_body(&message, ctx))
 }
 
 fn error_body(message: &str, ctx: &RequestCtx) -> Bytes {
