@@ -59,8 +59,10 @@ async fn open(gw: &TestGateway, key: &str) -> bool {
     }
 }
 
-#[tokio::test]
-async fn allowed_hours_follow_berlin_across_both_dst_switches() {
+/// Three keys on a Postgres gateway with a manual clock: office hours
+/// (Mon–Fri 08:00–18:00, two requests a day), every night 01:00–03:00 (the
+/// hour clocks skip or repeat), Saturday 22:00–06:00 (overnight).
+async fn berlin_keys(clock: &Clock) -> (TestGateway, [String; 3], Upstream) {
     let up = Upstream::start("a").await;
     let cfg = TestConfig::new(StoreKind::Postgres)
         .await
@@ -68,127 +70,102 @@ async fn allowed_hours_follow_berlin_across_both_dst_switches() {
         .upstream("a", &[up.addr], |_| {})
         .route("r", "/", "a", |_| {});
     let s = cfg.services().await;
-    let create = |spec: KeySpec| {
-        let s = &s;
-        async move { s.keys.create(spec, &"t".into()).await.expect("key") }
-    };
-    let office = create(KeySpec {
-        allowed_hours: hours(json!({"tz": "Europe/Berlin",
-            "days": ["mon", "tue", "wed", "thu", "fri"], "from": "08:00", "to": "18:00"})),
-        rate_limits: Limits {
-            day: Some(2),
-            ..Limits::default()
-        },
-        ..key_spec("o")
-    })
-    .await;
-    // 01:00-03:00 every night: the hour that clocks skip or repeat.
-    let night = create(KeySpec {
-        allowed_hours: hours(json!({"tz": "Europe/Berlin", "from": "01:00", "to": "03:00"})),
-        ..key_spec("o")
-    })
-    .await;
-    let overnight = create(KeySpec {
-        allowed_hours: hours(json!({"tz": "Europe/Berlin", "days": ["sat"],
-            "from": "22:00", "to": "06:00"})),
-        ..key_spec("o")
-    })
-    .await;
-    let clock = Clock::manual(utc(3, 27, 6, 59));
+    let windows = [
+        json!({"tz": "Europe/Berlin", "days": ["mon", "tue", "wed", "thu", "fri"],
+            "from": "08:00", "to": "18:00"}),
+        json!({"tz": "Europe/Berlin", "from": "01:00", "to": "03:00"}),
+        json!({"tz": "Europe/Berlin", "days": ["sat"], "from": "22:00", "to": "06:00"}),
+    ];
+    let mut secrets = Vec::new();
+    for (i, w) in windows.into_iter().enumerate() {
+        let day = Some(2).filter(|_| i == 0);
+        let spec = KeySpec {
+            allowed_hours: hours(w),
+            rate_limits: Limits {
+                day,
+                ..Limits::default()
+            },
+            ..key_spec("o")
+        };
+        let k = s.keys.create(spec, &"t".into()).await.expect("key");
+        secrets.push(k.secret.expose().to_string());
+    }
     let gw = cfg
         .start_with(BuildOptions {
             clock: clock.clone(),
         })
         .await;
-    let (office, night, overnight) = (
-        office.secret.expose(),
-        night.secret.expose(),
-        overnight.secret.expose(),
-    );
-    let at = |t| {
-        clock.set(t);
-    };
+    let keys = secrets.try_into().expect("three keys");
+    (gw, keys, up)
+}
+
+#[tokio::test]
+async fn allowed_hours_follow_berlin_across_both_dst_switches() {
+    let clock = Clock::manual(utc(3, 27, 6, 59));
+    let (gw, [office, night, overnight], _up) = berlin_keys(&clock).await;
+    let (office, night, overnight) = (office.as_str(), night.as_str(), overnight.as_str());
 
     // Friday 2026-03-27, CET (UTC+1): 08:00 local is 07:00Z.
-    at(utc(3, 27, 6, 59));
     for _ in 0..5 {
         assert!(!open(&gw, office).await, "07:59 Berlin");
     }
-    at(utc(3, 27, 7, 0));
+    clock.set(utc(3, 27, 7, 0));
     assert!(open(&gw, office).await, "08:00 Berlin");
     // Two a day: the refused requests above (and verify's) consumed nothing.
-    let third = gw
-        .get("/x")
-        .header("x-api-key", office)
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(
-        third.status().as_u16(),
-        429,
-        "the limit still counts admitted ones"
-    );
+    let third = gw.get("/x").header("x-api-key", office).send().await;
+    let third = third.expect("send").status().as_u16();
+    assert_eq!(third, 429, "the limit still counts admitted ones");
 
-    // Spring forward, Sunday 2026-03-29: 02:00 CET becomes 03:00 CEST at 01:00Z.
-    at(utc(3, 29, 0, 0));
-    assert!(open(&gw, night).await, "01:00 CET");
-    at(utc(3, 29, 0, 59));
-    assert!(open(&gw, night).await, "01:59 CET");
-    at(utc(3, 29, 1, 0));
-    assert!(
-        !open(&gw, night).await,
-        "03:00 CEST: the window lost its second hour"
-    );
-    // Monday 2026-03-30, CEST (UTC+2): 08:00 local is 06:00Z.
-    at(utc(3, 30, 5, 59));
-    assert!(!open(&gw, office).await, "07:59 CEST");
-    at(utc(3, 30, 6, 0));
-    assert!(open(&gw, office).await, "08:00 CEST");
-    at(utc(3, 30, 16, 0));
-    assert!(!open(&gw, office).await, "18:00 CEST");
-
-    // Fall back, Sunday 2026-10-25: 03:00 CEST becomes 02:00 CET at 01:00Z.
-    at(utc(10, 24, 22, 59));
-    assert!(!open(&gw, night).await, "00:59 CEST");
-    for t in [
-        utc(10, 24, 23, 0),
-        utc(10, 25, 0, 59),
-        utc(10, 25, 1, 0),
-        utc(10, 25, 1, 59),
-    ] {
-        at(t);
-        assert!(
-            open(&gw, night).await,
-            "in the window at {t} (the hour repeats)"
-        );
+    let cases = [
+        // Spring forward, Sunday 2026-03-29: 02:00 CET is 03:00 CEST at 01:00Z.
+        (utc(3, 29, 0, 0), night, true, "01:00 CET"),
+        (utc(3, 29, 0, 59), night, true, "01:59 CET"),
+        (
+            utc(3, 29, 1, 0),
+            night,
+            false,
+            "03:00 CEST: the window lost an hour",
+        ),
+        // Monday 2026-03-30, CEST (UTC+2): 08:00 local is 06:00Z.
+        (utc(3, 30, 5, 59), office, false, "07:59 CEST"),
+        (utc(3, 30, 6, 0), office, true, "08:00 CEST"),
+        (utc(3, 30, 16, 0), office, false, "18:00 CEST"),
+        // Fall back, Sunday 2026-10-25: 03:00 CEST is 02:00 CET at 01:00Z.
+        (utc(10, 24, 22, 59), night, false, "00:59 CEST"),
+        (utc(10, 24, 23, 0), night, true, "01:00 CEST"),
+        (utc(10, 25, 0, 59), night, true, "02:59 CEST"),
+        (
+            utc(10, 25, 1, 0),
+            night,
+            true,
+            "02:00 CET: the hour repeats",
+        ),
+        (utc(10, 25, 1, 59), night, true, "02:59 CET"),
+        (utc(10, 25, 2, 0), night, false, "03:00 CET"),
+        // Monday 2026-10-26, CET again: 08:00 local is 07:00Z.
+        (utc(10, 26, 6, 30), office, false, "07:30 CET"),
+        (utc(10, 26, 7, 0), office, true, "08:00 CET"),
+        // Saturday 22:00 to Sunday 06:00, across midnight.
+        (utc(10, 31, 20, 59), overnight, false, "Saturday 21:59 CET"),
+        (utc(10, 31, 21, 0), overnight, true, "Saturday 22:00 CET"),
+        (utc(11, 1, 4, 59), overnight, true, "Sunday 05:59 CET"),
+        (utc(11, 1, 5, 0), overnight, false, "Sunday 06:00 CET"),
+        (
+            utc(11, 1, 21, 0),
+            overnight,
+            false,
+            "Sunday 22:00: not a listed day",
+        ),
+    ];
+    for (t, key, want, what) in cases {
+        clock.set(t);
+        assert_eq!(open(&gw, key).await, want, "{what} ({t})");
     }
-    at(utc(10, 25, 2, 0));
-    assert!(!open(&gw, night).await, "03:00 CET");
-    // Monday 2026-10-26, CET again: 08:00 local is 07:00Z.
-    at(utc(10, 26, 6, 30));
-    assert!(!open(&gw, office).await, "07:30 CET");
-    at(utc(10, 26, 7, 0));
-    assert!(open(&gw, office).await, "08:00 CET");
-
-    // Saturday 22:00 to Sunday 06:00, across midnight.
-    at(utc(10, 31, 20, 59));
-    assert!(!open(&gw, overnight).await, "Saturday 21:59 CET");
-    at(utc(10, 31, 21, 0));
-    assert!(open(&gw, overnight).await, "Saturday 22:00 CET");
-    at(utc(11, 1, 4, 59));
-    assert!(open(&gw, overnight).await, "Sunday 05:59 CET");
-    at(utc(11, 1, 5, 0));
-    assert!(!open(&gw, overnight).await, "Sunday 06:00 CET");
-    at(utc(11, 1, 21, 0));
-    assert!(
-        !open(&gw, overnight).await,
-        "Sunday 22:00: not a listed day"
-    );
     gw.stop().await;
 }
 
 #[tokio::test]
-async fn bad_hours_are_refused_by_the_api_and_the_cli() {
+async fn bad_hours_are_refused_by_the_api() {
     let up = Upstream::start("a").await;
     let cfg = TestConfig::new(StoreKind::Sqlite)
         .await
@@ -258,7 +235,11 @@ async fn bad_hours_are_refused_by_the_api_and_the_cli() {
         .expect("json");
     assert_eq!(cleared["allowed_hours"], Value::Null, "{cleared}");
     gw.stop().await;
+}
 
+#[tokio::test]
+async fn the_cli_checks_sets_shows_and_clears_hours() {
+    let cfg = TestConfig::new(StoreKind::Sqlite).await;
     let dir = tempfile::tempdir().expect("tmp");
     let file = binary::store_config(cfg.db_url());
     let path = dir.path().join("keygate.toml");
