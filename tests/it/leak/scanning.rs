@@ -9,6 +9,26 @@ use crate::harness::{eventually, key_spec, status};
 
 const URL: &str = "https://github.com/acme/app/blob/main/.env";
 
+async fn key(s: &keygate::service::Services) -> keygate::service::CreatedKey {
+    s.keys
+        .create(key_spec("acme"), &"t".into())
+        .await
+        .expect("key")
+}
+
+/// The feedback's `(token_hash, label)`s, checking that no raw token is echoed.
+fn labels(feedback: &Value) -> Vec<(String, String)> {
+    let text = |v: &Value| v.as_str().unwrap_or("").to_string();
+    let list = feedback.as_array().expect("a list");
+    list.iter()
+        .map(|f| {
+            assert!(f.get("token_raw").is_none(), "no raw token echoed: {f}");
+            assert_eq!(f["token_type"], "keygate_api_key");
+            (text(&f["token_hash"]), text(&f["label"]))
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn a_reported_key_is_refused_by_two_gateways_within_a_second() {
     let gh = signing_key();
@@ -16,16 +36,7 @@ async fn a_reported_key_is_refused_by_two_gateways_within_a_second() {
     let up = Upstream::start("a").await;
     let cfg = scanning_config(&up, &keys).await;
     let s = cfg.services().await;
-    let leaked = s
-        .keys
-        .create(key_spec("acme"), &"t".into())
-        .await
-        .expect("key");
-    let other = s
-        .keys
-        .create(key_spec("acme"), &"t".into())
-        .await
-        .expect("key");
+    let (leaked, other) = (key(&s).await, key(&s).await);
     let (a, b) = tokio::join!(cfg.start(), cfg.start());
     let secret = leaked.secret.expose();
     assert_eq!(
@@ -43,32 +54,12 @@ async fn a_reported_key_is_refused_by_two_gateways_within_a_second() {
     let body = report(&tokens, URL);
     let (code, feedback) = post_signed(&a, &body, "gh-1", &gh).await;
     assert_eq!(code, 200, "{feedback}");
-    let labels: Vec<(&str, &str)> = feedback
-        .as_array()
-        .expect("a list")
-        .iter()
-        .map(|f| {
-            assert!(f.get("token_raw").is_none(), "no raw token echoed: {f}");
-            assert_eq!(f["token_type"], "keygate_api_key");
-            (
-                f["token_hash"].as_str().unwrap_or(""),
-                f["label"].as_str().unwrap_or(""),
-            )
-        })
-        .collect();
-    let (h0, h1, h2) = (
-        token_hash(tokens[0]),
-        token_hash(tokens[1]),
-        token_hash(tokens[2]),
-    );
-    assert_eq!(
-        labels,
-        vec![
-            (h0.as_str(), "true_positive"),
-            (h1.as_str(), "false_positive"),
-            (h2.as_str(), "false_positive")
-        ]
-    );
+    let want = [
+        (token_hash(tokens[0]), "true_positive"),
+        (token_hash(tokens[1]), "false_positive"),
+        (token_hash(tokens[2]), "false_positive"),
+    ];
+    assert_eq!(labels(&feedback), want.map(|(h, l)| (h, l.to_string())));
 
     let took = eventually(Duration::from_secs(1), || async {
         status(&a, secret).await == 401 && status(&b, secret).await == 401
