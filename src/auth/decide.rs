@@ -243,6 +243,8 @@ mod tests {
             code(decide(&k, Some(RouteId(0)), &[], ok_ip, night)),
             Some(Outcome::OutsideAllowedHours)
         );
+        let o = Outcome::OutsideAllowedHours;
+        assert_eq!((o.status(), o.grpc_status()), (403, 7), "PERMISSION_DENIED");
         let want = vec!["users:read".to_string()];
         assert_eq!(
             code(decide(&k, Some(RouteId(0)), &want, ok_ip, night)),

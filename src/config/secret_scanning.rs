@@ -38,3 +38,45 @@ pub enum LeakAction {
 }
 
 impl Choice for LeakAction {}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{Config, ConfigError, LeakAction};
+
+    const ROUTE: &str = "[[upstream]]\nname = \"u\"\nservers = [\"127.0.0.1:9000\"]\n\
+        [[route]]\nname = \"r\"\nupstream = \"u\"\n";
+
+    fn load(section: &str) -> Result<Config, ConfigError> {
+        let text = format!("[secret_scanning]\n{section}\n{ROUTE}");
+        Config::from_toml(&text, Path::new("t.toml"), &|_| None)
+    }
+
+    #[test]
+    fn off_by_default_and_every_problem_named() {
+        let c = load("").expect("defaults");
+        let s = &c.secret_scanning;
+        assert!(!s.enabled);
+        assert_eq!(s.path, "/.well-known/keygate/secret-scanning");
+        assert_eq!((s.action, s.max_body), (LeakAction::Revoke, 1 << 20));
+        let c = load("enabled = true\naction = \"flag\"\nmax_body = \"64KiB\"").expect("flag");
+        assert_eq!(c.secret_scanning.action, LeakAction::Flag);
+        assert_eq!(c.secret_scanning.max_body, 64 << 10);
+        let bad = "path = \"no-slash\"\npublic_keys_url = \"ftp://x\"\naction = \"burn\"\n\
+            max_body = \"1TiB\"\nkeys_refetch_min_interval = \"soon\"";
+        let Err(ConfigError::Invalid { problems, .. }) = load(bad) else {
+            panic!("accepted");
+        };
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        for want in [
+            "secret_scanning.path",
+            "secret_scanning.public_keys_url",
+            "secret_scanning.action",
+            "secret_scanning.max_body",
+            "secret_scanning.keys_refetch_min_interval",
+        ] {
+            assert!(paths.contains(&want), "{want} not in {paths:?}");
+        }
+    }
+}
