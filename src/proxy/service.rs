@@ -2,7 +2,8 @@
 //!
 //! 1. [`new_ctx`](Proxy::new_ctx): a request head has been read; the request counts as in flight.
 //! 2. [`request_filter`](Proxy::request_filter): route, authenticate, authorize, rate-limit.
-//!    A rejection is answered here and the request ends.
+//!    A rejection is answered here and the request ends. So is a report to
+//!    the secret-scanning endpoint, before routing ([`super::scan`]).
 //! 3. [`upstream_peer`](Proxy::upstream_peer): choose a server of the route's upstream.
 //!    [`fail_to_connect`](Proxy::fail_to_connect) marks a dead server and retries the next.
 //! 4. [`upstream_request_filter`](Proxy::upstream_request_filter): header hygiene and identity.
