@@ -68,6 +68,32 @@ impl UsageResult {
     }
 }
 
+/// How a webhook delivery attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryResult {
+    Delivered,
+    /// Failed; tried again later.
+    Failed,
+    /// Failed for the last time (dead-lettered).
+    Dead,
+}
+
+impl DeliveryResult {
+    pub const ALL: [DeliveryResult; 3] = [
+        DeliveryResult::Delivered,
+        DeliveryResult::Failed,
+        DeliveryResult::Dead,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryResult::Delivered => "delivered",
+            DeliveryResult::Failed => "failed",
+            DeliveryResult::Dead => "dead",
+        }
+    }
+}
+
 /// One route's request counters (per outcome) and latency histogram,
 /// resolved once per configuration so recording is a few atomics.
 pub struct RouteMetrics {
@@ -91,6 +117,10 @@ pub struct Metrics {
     config_reloads: [IntCounter; 2],
     pub usage_queue_depth: IntGauge,
     pub inflight: IntGauge,
+    webhook_deliveries: [IntCounter; 3],
+    pub webhook_backlog: IntGauge,
+    /// Request-path webhook signals dropped because their queue was full.
+    pub webhook_signals_dropped: IntCounter,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -176,6 +206,16 @@ impl Metrics {
                 &["result"],
             )?,
         )?;
+        let deliveries = reg(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "keygate_webhook_deliveries_total",
+                    "Webhook delivery attempts by result",
+                ),
+                &["result"],
+            )?,
+        )?;
         let build_info = reg(
             &r,
             IntGaugeVec::new(
@@ -218,6 +258,16 @@ impl Metrics {
                 "Usage records waiting to be written",
             )?,
             inflight: gauge("keygate_inflight_requests", "Requests being processed")?,
+            webhook_deliveries: DeliveryResult::ALL
+                .map(|x| deliveries.with_label_values(&[x.as_str()])),
+            webhook_backlog: gauge(
+                "keygate_webhook_outbox_backlog",
+                "Webhook deliveries not yet delivered or dead-lettered",
+            )?,
+            webhook_signals_dropped: counter(
+                "keygate_webhook_signals_dropped_total",
+                "Rate-limit and credit events dropped because their queue was full",
+            )?,
             registry: r,
         })
     }
@@ -244,6 +294,14 @@ impl Metrics {
 
     pub fn usage_count(&self, result: UsageResult) -> u64 {
         self.usage_events[result.index()].get()
+    }
+
+    pub fn webhook_delivery(&self, result: DeliveryResult) {
+        self.webhook_deliveries[result as usize].inc();
+    }
+
+    pub fn webhook_delivery_count(&self, result: DeliveryResult) -> u64 {
+        self.webhook_deliveries[result as usize].get()
     }
 
     /// The Prometheus text exposition of every metric.
@@ -279,6 +337,8 @@ mod tests {
             "keygate_usage_events_total{result=\"spooled\"} 2",
             "keygate_usage_queue_depth",
             "keygate_build_info{version=",
+            "keygate_webhook_deliveries_total{result=\"dead\"} 0",
+            "keygate_webhook_outbox_backlog",
         ] {
             assert!(text.contains(name), "missing {name}");
         }

@@ -93,9 +93,11 @@ impl From<ServiceError> for ApiError {
         };
         match e {
             ServiceError::Invalid(f) => ApiError::invalid(f),
-            ServiceError::Store(e @ (StoreError::NotFound(_) | StoreError::OwnerNotFound(_))) => {
-                ApiError::not_found(e.to_string())
-            }
+            ServiceError::Store(
+                e @ (StoreError::NotFound(_)
+                | StoreError::OwnerNotFound(_)
+                | StoreError::DeliveryNotFound(_)),
+            ) => ApiError::not_found(e.to_string()),
             ServiceError::Store(
                 e @ (StoreError::OwnerLimit { .. }
                 | StoreError::Conflict { .. }

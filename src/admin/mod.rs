@@ -1,5 +1,5 @@
 //! The admin listener: `/healthz`, `/readyz`, `/metrics` and `/openapi.json`
-//! without auth, and the key, owner and credits API under `/v1` behind bearer
+//! without auth, and the key, owner, credits and webhook API under `/v1` behind bearer
 //! tokens with roles (off when no token is configured).
 
 mod auth;
@@ -11,6 +11,7 @@ mod openapi;
 mod owners;
 mod reports;
 mod verify;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -86,6 +87,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/owners/{id}/usage", get(owners::usage))
         .route("/v1/verify", post(verify::verify))
         .route("/v1/audit", get(reports::audit))
+        .route("/v1/webhooks/deliveries", get(webhooks::deliveries))
+        .route("/v1/webhooks/deliveries/{id}/retry", post(webhooks::retry))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

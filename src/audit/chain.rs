@@ -33,6 +33,9 @@ pub struct Audit<'a> {
     pub sealer: &'a AuditSealer,
     pub actor: &'a str,
     pub action: &'static str,
+    /// The webhook endpoints whose outbox rows the record's event (if it
+    /// maps to one) is written to, in the same transaction; `None`: no event.
+    pub hooks: Option<&'a crate::webhooks::Subscriptions>,
 }
 
 impl Audit<'_> {
@@ -49,6 +52,15 @@ impl Audit<'_> {
     /// The same writer, recording another action (a rotation also creates a key).
     pub fn as_action(self, action: &'static str) -> Self {
         Audit { action, ..self }
+    }
+
+    /// The same writer, raising no webhook event (a rotation's successor is
+    /// reported by `key.rotated`, not also `key.created`).
+    pub fn quiet(self) -> Self {
+        Audit {
+            hooks: None,
+            ..self
+        }
     }
 }
 

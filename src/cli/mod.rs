@@ -9,6 +9,7 @@ mod owners;
 mod serve;
 mod table;
 mod usage;
+mod webhooks;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,6 +62,9 @@ pub enum Command {
     /// Usage records.
     #[command(subcommand)]
     Usage(usage::UsageCommand),
+    /// The webhook delivery log and redelivery.
+    #[command(subcommand)]
+    Webhooks(webhooks::WebhooksCommand),
 }
 
 /// A failure and the exit code it maps to.
@@ -166,6 +170,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Owners(cmd) => runtime()?.block_on(owners::run(&config, *cmd)),
         Command::Audit(cmd) => runtime()?.block_on(audit::run(&config, cmd)),
         Command::Usage(cmd) => runtime()?.block_on(usage::run(&config, cmd)),
+        Command::Webhooks(cmd) => runtime()?.block_on(webhooks::run(&config, cmd)),
     }
 }
 

@@ -31,6 +31,9 @@ pub struct FileConfig {
     pub upstream: Vec<UpstreamSection>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub route: Vec<RouteSection>,
+    pub webhooks: WebhooksSection,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub webhook: Vec<WebhookSection>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -172,6 +175,33 @@ pub struct UsageSection {
     /// `"512MiB"`, `"1GiB"`, `"64KiB"`, `"1000"` (bytes).
     pub spool_max_size: Option<String>,
     pub access_log: Option<bool>,
+}
+
+/// `[webhooks]`: delivery tuning for every endpoint.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WebhooksSection {
+    pub max_age: Option<Lenient<Duration>>,
+    pub initial_backoff: Option<Lenient<Duration>>,
+    pub max_backoff: Option<Lenient<Duration>>,
+    pub timeout: Option<Lenient<Duration>>,
+    pub poll_interval: Option<Lenient<Duration>>,
+    pub batch_size: Option<usize>,
+    pub key_expiring_days: Option<u32>,
+    pub credits_low_threshold: Option<i64>,
+}
+
+/// One `[[webhook]]` endpoint.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WebhookSection {
+    pub name: Option<String>,
+    pub url: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<String>,
+    /// The environment variable that holds the signing secret (`whsec_...`).
+    pub secret_env: Option<String>,
+    pub ca_file: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

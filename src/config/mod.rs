@@ -21,7 +21,7 @@ pub use file::FileConfig;
 pub use lenient::{Choice, Lenient, Text};
 pub use secret::{Secret, redact_url};
 pub use secret_scanning::{LeakAction, SecretScanningConfig};
-pub use validate::{is_metadata_field, validate_cidr};
+pub use validate::{WebhookEndpoint, WebhooksConfig, is_metadata_field, validate_cidr};
 
 /// Environment variables that override the file.
 pub mod env {
@@ -49,6 +49,7 @@ pub struct Config {
     pub secret_scanning: SecretScanningConfig,
     pub upstreams: Vec<UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
+    pub webhooks: WebhooksConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]

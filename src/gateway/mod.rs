@@ -3,6 +3,7 @@
 
 mod listeners;
 mod reload;
+mod webhooks;
 
 pub use listeners::{Handover, Listeners, UpgradeError};
 pub use reload::{ReloadError, Reloaded, Reloader};
@@ -71,6 +72,8 @@ pub enum GatewayError {
     NotBound,
     #[error("secret scanning: {0}")]
     SecretScanning(#[source] crate::outbound::OutboundError),
+    #[error(transparent)]
+    Webhooks(#[from] crate::webhooks::worker::WorkerError),
 }
 
 /// Options that tests and embedders set; `main` uses the defaults.
@@ -89,6 +92,7 @@ pub struct Gateway {
     /// Bound by `build`; `None` after `build_unbound` (sockets come later).
     listeners: Option<Listeners>,
     route_ids: Arc<RouteIds>,
+    webhooks: Option<webhooks::Webhooks>,
 }
 
 /// How long `build` waits for the first key load before starting not-ready.
@@ -149,8 +153,11 @@ impl Gateway {
         limiter.connect().await?;
         let (usage, usage_writer) = usage_pipeline(&config, &stores, &metrics)?;
         let scanner = crate::leak::scanner::build(&config, &stores, &hasher, &keys, &opts.clock)?;
+        let (webhooks, signals) =
+            webhooks::Webhooks::build(&config, &stores, &metrics, &opts.clock)?;
         let state = Arc::new(ProxyState {
-            gate: Gate::new(&config, hasher.clone(), keys, limiter, opts.clock.clone()),
+            gate: Gate::new(&config, hasher.clone(), keys, limiter, opts.clock.clone())
+                .with_signals(signals),
             routing: ArcSwap::from_pointee(Routing::build(&config, &route_ids, &metrics)?),
             metrics,
             usage,
@@ -175,6 +182,7 @@ impl Gateway {
             usage_writer,
             listeners: None,
             route_ids,
+            webhooks,
         })
     }
 
@@ -212,10 +220,19 @@ impl Gateway {
             .usage_writer
             .map(|w| tokio::spawn(w.run(usage_stop_rx)));
         let (bg_stop_tx, bg_stop_rx) = watch::channel(false);
-        let background = vec![
+        let mut background = vec![
             tokio::spawn(self.sync.run(bg_stop_rx.clone())),
-            tokio::spawn(self.state.gate.limiter().clone().run_background(bg_stop_rx)),
+            tokio::spawn(
+                self.state
+                    .gate
+                    .limiter()
+                    .clone()
+                    .run_background(bg_stop_rx.clone()),
+            ),
         ];
+        if let Some(w) = self.webhooks {
+            background.extend(w.spawn(bg_stop_rx));
+        }
         let reloader = Reloader::new(
             self.config.clone(),
             self.state.clone(),

@@ -80,6 +80,11 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.log.format != new.log.format {
         out.push("log.format");
     }
+    // Compared as printed: a secret prints redacted, so a new secret alone
+    // goes unnoticed (it is read again at the restart that applies it).
+    if format!("{:?}", old.webhooks) != format!("{:?}", new.webhooks) {
+        out.push("[webhooks] and [[webhook]]");
+    }
     out
 }
 

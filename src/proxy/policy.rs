@@ -40,6 +40,8 @@ pub struct Gate {
     keys: Arc<KeyTable>,
     limiter: Arc<Limiter>,
     clock: Clock,
+    /// Webhook events the decisions raise (`None`: no endpoint wants them).
+    signals: Option<crate::webhooks::signals::Signals>,
 }
 
 /// How the request presented its key.
@@ -126,7 +128,14 @@ impl Gate {
             keys,
             limiter,
             clock,
+            signals: None,
         }
+    }
+
+    /// Raises `ratelimit.exceeded` and `credits.low` through `signals`.
+    pub fn with_signals(mut self, signals: Option<crate::webhooks::signals::Signals>) -> Gate {
+        self.signals = signals;
+        self
     }
 
     /// The rate limiter (its background work runs beside the proxy).
@@ -239,6 +248,10 @@ impl Gate {
             Err((rejection, l)) => (l, Err(rejection)),
         };
         drop(owner);
+        if let Some(s) = &self.signals {
+            let debit = limited.credits.as_ref().and_then(|c| c.debit.as_ref());
+            s.observe(&entry, &verdict, debit, self.clock.now_ms());
+        }
         let (credits_remaining, debit) = match limited.credits {
             Some(c) => (Some(c.remaining), c.debit),
             None => (None, None),

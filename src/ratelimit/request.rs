@@ -24,6 +24,21 @@ pub(super) struct Req<'a> {
     pub route: super::RouteLimits<'a>,
 }
 
+/// A key's Redis prefix: its lineage's (on the stack), or under its owner's tag.
+enum Prefix {
+    Lineage(backend::LineagePrefix),
+    Owned(String),
+}
+
+impl Prefix {
+    fn as_str(&self) -> &str {
+        match self {
+            Prefix::Lineage(p) => p.as_str(),
+            Prefix::Owned(s) => s,
+        }
+    }
+}
+
 /// What the balance said.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Credit {
@@ -62,14 +77,18 @@ impl Req<'_> {
     }
 
     /// The Redis key prefixes: the key's, and the owner's when the owner
-    /// counts something (then both carry the owner's hash tag).
-    fn prefixes(&self) -> (String, Option<String>) {
+    /// counts something (then both carry the owner's hash tag). The usual
+    /// case (an owner that counts nothing) allocates nothing.
+    fn prefixes(&self) -> (Prefix, Option<String>) {
         let tag = &self.key.owner.tag;
         if self.owner.metered() {
             let key = format!("{tag}{}:", self.key.limit_id);
-            (key, Some(format!("{tag}o:")))
+            (Prefix::Owned(key), Some(format!("{tag}o:")))
         } else {
-            (backend::key_prefix(self.key.limit_id), None)
+            (
+                Prefix::Lineage(backend::LineagePrefix::new(self.key.limit_id)),
+                None,
+            )
         }
     }
 }
@@ -119,16 +138,17 @@ impl Limiter {
         req: &Req<'_>,
     ) -> Option<(Verdict, Credit)> {
         let (key_prefix, owner_prefix) = req.prefixes();
+        let key_prefix = key_prefix.as_str();
         let cell = req.credit.as_ref().map(|c| match c.account {
             crate::credits::Account::Key(_) => format!("{key_prefix}c"),
             crate::credits::Account::Owner(_) => {
-                format!("{}c", owner_prefix.as_deref().unwrap_or(&key_prefix))
+                format!("{}c", owner_prefix.as_deref().unwrap_or(key_prefix))
             }
         });
         let mut seed = None;
         loop {
             let call = Call {
-                key_prefix: &key_prefix,
+                key_prefix,
                 owner_prefix: owner_prefix.as_deref(),
                 checks: &req.checks,
                 spans: &req.spans,

@@ -61,6 +61,7 @@ pub struct KeyService {
     /// The configured route names (replaced by a reload).
     routes: KnownRoutes,
     clock: Clock,
+    hooks: crate::webhooks::Subscriptions,
 }
 
 impl KeyService {
@@ -81,6 +82,7 @@ impl KeyService {
             },
             routes: crate::routes::known(config.routes.iter().map(|r| r.name.as_str())),
             clock,
+            hooks: crate::webhooks::Subscriptions::new(&config.webhooks),
         }
     }
 
@@ -94,6 +96,7 @@ impl KeyService {
             sealer: &self.sealer,
             actor,
             action,
+            hooks: Some(&self.hooks),
         }
     }
 

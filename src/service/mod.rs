@@ -7,6 +7,7 @@ mod audit;
 mod keys;
 mod owners;
 mod usage;
+mod webhooks;
 
 use crate::auth::hash::KeyHasher;
 use crate::clock::Clock;
@@ -17,6 +18,7 @@ pub use audit::{AuditService, ChainHead};
 pub use keys::{CreatedKey, KeyService, MAX_GRACE, RotatedKey};
 pub use owners::OwnerService;
 pub use usage::{OwnerUsageReport, UsageReport, UsageService};
+pub use webhooks::WebhookService;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -73,6 +75,7 @@ pub struct Services {
     pub owners: OwnerService,
     pub audit: AuditService,
     pub usage: UsageService,
+    pub webhooks: WebhookService,
 }
 
 impl Services {
@@ -92,8 +95,9 @@ impl Services {
                 stores.usage.clone(),
                 stores.keys.clone(),
                 stores.owners.clone(),
-                clock,
+                clock.clone(),
             ),
+            webhooks: WebhookService::new(stores.webhooks.clone(), clock),
         }
     }
 }

@@ -19,6 +19,7 @@ pub struct OwnerService {
     sealer: AuditSealer,
     routes: HashSet<String>,
     clock: Clock,
+    hooks: crate::webhooks::Subscriptions,
 }
 
 impl OwnerService {
@@ -33,6 +34,7 @@ impl OwnerService {
             sealer,
             routes: config.routes.iter().map(|r| r.name.clone()).collect(),
             clock,
+            hooks: crate::webhooks::Subscriptions::new(&config.webhooks),
         }
     }
 
@@ -41,6 +43,7 @@ impl OwnerService {
             sealer: &self.sealer,
             actor,
             action,
+            hooks: Some(&self.hooks),
         }
     }
 

@@ -27,6 +27,8 @@ pub enum StoreError {
     NotFound(Uuid),
     #[error("owner {0:?} not found")]
     OwnerNotFound(String),
+    #[error("webhook delivery {0} not found")]
+    DeliveryNotFound(Uuid),
     #[error("owner {0:?} already exists")]
     OwnerExists(String),
     #[error("owner {owner:?} still has {keys} key(s); delete them first")]

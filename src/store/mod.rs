@@ -275,6 +275,53 @@ pub trait UsageStore: Send + Sync {
     async fn prune_usage(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
 }
 
+/// The webhook outbox (see [`crate::webhooks`]).
+#[async_trait]
+pub trait WebhookStore: Send + Sync {
+    /// Inserts `event` for each endpoint that does not have its id yet;
+    /// returns the rows inserted (0: already enqueued).
+    async fn enqueue(
+        &self,
+        event: &crate::webhooks::model::NewEvent,
+        endpoints: &[&str],
+    ) -> Result<u64, StoreError>;
+    /// Leases up to `limit` due deliveries until `lease_until`, skipping any
+    /// another worker holds.
+    async fn claim(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<crate::webhooks::model::Claimed>, StoreError>;
+    /// Records how an attempt ended and releases the lease.
+    async fn settle(
+        &self,
+        id: Uuid,
+        outcome: &crate::webhooks::model::Settle,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// A page of the delivery log, newest first.
+    async fn deliveries(
+        &self,
+        q: &crate::webhooks::model::DeliveryQuery,
+    ) -> Result<Vec<crate::webhooks::model::Delivery>, StoreError>;
+    /// Makes a delivery due now with a fresh retry period; `None`: no such id.
+    async fn retry(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Option<crate::webhooks::model::Delivery>, StoreError>;
+    /// Deliveries not yet delivered or dead.
+    async fn backlog(&self) -> Result<i64, StoreError>;
+    /// Live keys expiring in `(now, until]`, soonest first.
+    async fn expiring_keys(
+        &self,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<crate::webhooks::model::ExpiringKey>, StoreError>;
+}
+
 /// The database itself: what it is, whether it answers, its schema.
 #[async_trait]
 pub trait Database: Send + Sync {
@@ -294,6 +341,7 @@ pub struct Stores {
     pub feed: Arc<dyn KeyFeed>,
     pub audit: Arc<dyn AuditLog>,
     pub usage: Arc<dyn UsageStore>,
+    pub webhooks: Arc<dyn WebhookStore>,
 }
 
 impl Stores {
@@ -307,7 +355,8 @@ impl Stores {
             credits: s.clone(),
             feed: s.clone(),
             audit: s.clone(),
-            usage: s,
+            usage: s.clone(),
+            webhooks: s,
         }
     }
 }

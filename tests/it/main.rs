@@ -16,3 +16,4 @@ mod production;
 mod proxy;
 mod ratelimit;
 mod usage;
+mod webhooks;

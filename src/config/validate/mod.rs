@@ -16,6 +16,7 @@ mod store;
 mod tls;
 mod upstream;
 mod usage;
+mod webhooks;
 
 use super::file::FileConfig;
 use super::{Config, Problem};
@@ -24,6 +25,7 @@ use checker::Checker;
 pub use checker::parse_size;
 pub use checker::validate_cidr;
 pub use gateway::is_metadata_field;
+pub use webhooks::{WebhookEndpoint, WebhooksConfig};
 
 /// Looks up `KEYGATE_*` override variables.
 type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -90,6 +92,7 @@ impl Checker {
         let secret_scanning = self.secret_scanning(f.secret_scanning);
         let upstreams = self.upstreams(f.upstream);
         let routes = self.routes(f.route, &upstreams);
+        let webhooks = self.webhooks(f.webhooks, f.webhook, env);
         Config {
             gateway,
             keys,
@@ -101,6 +104,7 @@ impl Checker {
             secret_scanning,
             upstreams,
             routes,
+            webhooks,
         }
     }
 }

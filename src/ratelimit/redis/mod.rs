@@ -7,6 +7,7 @@
 //! share the slot of each of its keys'). Standalone, cluster and sentinel
 //! topologies differ only in how a connection is opened ([`target`]).
 
+mod keys;
 pub mod script;
 mod target;
 
@@ -17,18 +18,17 @@ use std::time::Duration;
 
 use prometheus::IntCounter;
 use redis::{ErrorKind, RedisError, ServerErrorKind};
-use uuid::Uuid;
 
 use super::breaker::Breaker;
 use super::decision::{Check, Scope, Span};
-use super::window::Window;
 use crate::config::RedisConfig;
 use crate::credits::cell::Ask;
+use keys::BucketKey;
+pub use keys::{LineagePrefix, bucket_key, bucket_pair, bucket_ttl_ms, key_prefix, owner_tag};
 pub use script::{CreditReply, Reply};
 pub use target::TargetError as BackendError;
 use target::{Conn, Target};
 
-const MONTH_TTL_MARGIN_MS: u64 = 86_400_000;
 /// Balances outlive any refill period (the TTL is renewed at each refill,
 /// set and top-up); a lost one is rebuilt from the ledger.
 const BALANCE_TTL_MS: u64 = 400 * 86_400_000;
@@ -71,80 +71,6 @@ pub struct RedisBackend {
 struct Slot {
     generation: u64,
     conn: tokio::sync::OnceCell<Conn>,
-}
-
-/// The Redis key of one bucket: `<prefix><scope>:<window>:<bucket>`, the prefix
-/// being `kg:{<limit id>}:` (see [`key_prefix`]).
-pub fn bucket_key(
-    prefix: &str,
-    scope: Scope,
-    route_name: &str,
-    window: Window,
-    bucket: u64,
-) -> String {
-    let mut k = String::with_capacity(prefix.len() + route_name.len() + 32);
-    k.push_str(prefix);
-    match scope {
-        Scope::Key | Scope::Owner => k.push_str("k:"),
-        Scope::Route(_) => {
-            k.push_str("r:");
-            k.push_str(route_name);
-            k.push(':');
-        }
-    }
-    k.push_str(window.as_str());
-    k.push(':');
-    k.push_str(itoa::Buffer::new().format(bucket));
-    k
-}
-
-/// The keys of a window's current bucket and the one before it, as the
-/// scripts take them.
-pub fn bucket_pair(
-    prefix: &str,
-    scope: Scope,
-    route_name: &str,
-    window: Window,
-    bucket: u64,
-) -> [String; 2] {
-    [
-        bucket_key(prefix, scope, route_name, window, bucket),
-        bucket_key(prefix, scope, route_name, window, bucket.wrapping_sub(1)),
-    ]
-}
-
-/// How long a bucket's counter must live: a sliding window reads it as the
-/// previous bucket too; a month's lives past its end by a margin.
-pub fn bucket_ttl_ms(span: &Span) -> u64 {
-    if span.sliding {
-        2 * span.bucket.len_ms + 1_000
-    } else {
-        span.left_ms() + MONTH_TTL_MARGIN_MS
-    }
-}
-
-/// `kg:{<limit id>}:`: the hash tag keeps one key's buckets in one cluster slot.
-pub fn key_prefix(id: Uuid) -> String {
-    format!("kg:{{{id}}}:")
-}
-
-/// `kg:{o:<owner id>}:`, the id's `%`, `{`, `}` and `:` escaped as `%XX` so
-/// that no id can end the tag early or run into another's keys. The same on
-/// every instance (the owner id never changes).
-pub fn owner_tag(owner: &str) -> String {
-    let mut t = String::with_capacity(owner.len() + 10);
-    t.push_str("kg:{o:");
-    for c in owner.chars() {
-        match c {
-            '%' | '{' | '}' | ':' => {
-                t.push('%');
-                t.push_str(&format!("{:02X}", c as u32));
-            }
-            c => t.push(c),
-        }
-    }
-    t.push_str("}:");
-    t
 }
 
 impl RedisBackend {
@@ -261,36 +187,73 @@ impl RedisBackend {
     }
 
     /// Runs the script: whether the request was admitted (counted and
-    /// debited), the balance, and the counts before it.
+    /// debited), the balance, and the counts before it. The `EVALSHA` is
+    /// written straight into one command buffer (keys included): no
+    /// allocation per key or argument.
     pub async fn check(&self, call: &Call<'_>, timeout: Duration) -> Result<Reply, BackendError> {
-        let mut inv = self.script.prepare_invoke();
-        inv.arg(call.checks.len())
-            .arg(u8::from(call.credit.is_some()));
+        let n = call.checks.len();
+        let credit = call.credit.is_some();
+        let keys = 2 * n + usize::from(credit);
+        let mut cmd = redis::Cmd::with_capacity(5 + keys + 5 * n + 5, 64 + 72 * keys + 40 * n);
+        cmd.arg("EVALSHA").arg(self.script.get_hash()).arg(keys);
         for (c, s) in call.checks.iter().zip(call.spans) {
             let prefix = match (c.scope, call.owner_prefix) {
                 (Scope::Owner, Some(p)) => p,
                 _ => call.key_prefix,
             };
-            for k in bucket_pair(prefix, c.scope, call.route_name, c.window, s.bucket.index) {
-                inv.key(k);
+            for bucket in [s.bucket.index, s.bucket.index.wrapping_sub(1)] {
+                cmd.arg(BucketKey {
+                    prefix,
+                    scope: c.scope,
+                    route_name: call.route_name,
+                    window: c.window,
+                    bucket,
+                });
             }
-            let ttl = bucket_ttl_ms(s);
-            inv.arg(c.limit)
+        }
+        if let Some(cr) = &call.credit {
+            cmd.arg(cr.cell);
+        }
+        cmd.arg(n).arg(u8::from(credit));
+        for (c, s) in call.checks.iter().zip(call.spans) {
+            cmd.arg(c.limit)
                 .arg(s.bucket.len_ms)
                 .arg(s.elapsed_ms)
                 .arg(u8::from(s.sliding))
-                .arg(ttl);
+                .arg(bucket_ttl_ms(s));
         }
         if let Some(cr) = &call.credit {
-            inv.key(cr.cell);
-            inv.arg(cr.ask.epoch)
+            cmd.arg(cr.ask.epoch)
                 .arg(cr.ask.granted)
                 .arg(cr.ask.reserve)
                 .arg(cr.seed.unwrap_or(-1))
                 .arg(BALANCE_TTL_MS);
         }
-        let out = self.invoke(&inv, timeout).await?;
-        script::parse(&out, call.checks.len())
+        let out = self.eval(&cmd, &self.script, timeout).await?;
+        script::parse(&out, n)
+    }
+
+    /// Sends an `EVALSHA` of `script`; if Redis lost the script (a restart,
+    /// `SCRIPT FLUSH`, a failover), loads it and sends the command again.
+    async fn eval(
+        &self,
+        cmd: &redis::Cmd,
+        script: &redis::Script,
+        timeout: Duration,
+    ) -> Result<Vec<i64>, BackendError> {
+        let mut conn = self.conn(timeout).await?;
+        match cmd.query_async(&mut conn).await {
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                script
+                    .load_async(&mut conn)
+                    .await
+                    .map_err(|e| self.failed_with(e))?;
+                cmd.query_async(&mut conn)
+                    .await
+                    .map_err(|e| self.failed_with(e))
+            }
+            r => r.map_err(|e| self.failed_with(e)),
+        }
     }
 
     /// A post-paid correction of a balance, in the epoch it was charged in.
@@ -304,32 +267,5 @@ impl RedisBackend {
         let mut inv = self.settle.prepare_invoke();
         inv.key(cell).arg(epoch).arg(delta);
         self.invoke(&inv, timeout).await.map(|_| ())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_share_a_hash_tag() {
-        let id = Uuid::from_u128(5);
-        let c = Check {
-            scope: Scope::Route(crate::routes::RouteId(1)),
-            window: Window::Minute,
-            limit: 5,
-        };
-        let p = key_prefix(id);
-        let k = bucket_key(&p, c.scope, "orders", c.window, 42);
-        assert_eq!(k, format!("kg:{{{id}}}:r:orders:minute:42"));
-        let k2 = bucket_key(&p, Scope::Key, "orders", c.window, 42);
-        assert_eq!(k2, format!("kg:{{{id}}}:k:minute:42"));
-    }
-
-    #[test]
-    fn owner_tags_cannot_be_broken_out_of() {
-        assert_eq!(owner_tag("acme"), "kg:{o:acme}:");
-        assert_eq!(owner_tag("a}b:{%"), "kg:{o:a%7Db%3A%7B%25}:");
-        assert_ne!(owner_tag("a:b"), owner_tag("a%3Ab"));
     }
 }

@@ -149,6 +149,7 @@ impl Dialect for Pg {
                    (SELECT COALESCE(max(change_seq), 0) FROM owners), \
                    (SELECT COALESCE(max(change_seq), 0) FROM owner_tombstones)) AS seq",
         bucket_start: "to_timestamp(floor(extract(epoch FROM hour) / $4) * $4)",
+        claim_lock: " FOR UPDATE SKIP LOCKED",
     };
 
     async fn write(&self) -> Result<PgSession, StoreError> {

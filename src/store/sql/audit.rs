@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{Dialect, Session, SqlRow, SqlStore, Value};
-use crate::audit::{AuditDraft, AuditEntry, AuditSealer};
+use crate::audit::{Audit, AuditDraft, AuditEntry};
 use crate::store::{AuditLog, StoreError};
 
 const HEAD: &str = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1";
@@ -14,13 +14,19 @@ const INSERT: &str = "INSERT INTO audit_log (seq, at, actor, action, key_id, cha
 const PAGE: &str = "SELECT seq, at, actor, action, key_id, changes, prev_hash, hash FROM audit_log \
      WHERE seq > $1 ORDER BY seq LIMIT $2";
 
-/// Seals `draft` onto the newest record and inserts it, in `tx`.
+/// Seals `draft` onto the newest record and inserts it, in `tx`, with the
+/// outbox rows of the webhook event it maps to (if any): a change, its audit
+/// record and its event commit together or not at all.
 pub(super) async fn append<S: Session>(
     tx: &mut S,
-    sealer: &AuditSealer,
+    audit: Audit<'_>,
     draft: AuditDraft,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
+    if let Some(hooks) = audit.hooks {
+        super::outbox::enqueue_audited(tx, hooks, &draft, now).await?;
+    }
+    let sealer = audit.sealer;
     let prev: Option<(i64, Vec<u8>)> = match tx.fetch_optional(HEAD, vec![]).await? {
         Some(r) => Some((r.get("seq")?, r.get("hash")?)),
         None => None,

@@ -230,7 +230,7 @@ impl<D: Dialect> KeyStore for SqlStore<D> {
         }
         let record = fetch(&self.sql, &mut tx, key.id, key.created_at).await?;
         let draft = audit.draft(Some(key.id), audit_changes(None, &record)?);
-        append(&mut tx, audit.sealer, draft, key.created_at).await?;
+        append(&mut tx, audit, draft, key.created_at).await?;
         tx.commit().await?;
         Ok(record)
     }
@@ -283,7 +283,7 @@ impl<D: Dialect> KeyStore for SqlStore<D> {
         }
         let after = fetch(&self.sql, &mut tx, id, now).await?;
         let draft = audit.draft(Some(id), audit_changes(Some(&before), &after)?);
-        append(&mut tx, audit.sealer, draft, now).await?;
+        append(&mut tx, audit, draft, now).await?;
         tx.commit().await?;
         Ok(after)
     }
@@ -323,11 +323,11 @@ impl<D: Dialect> KeyStore for SqlStore<D> {
         let previous = fetch(&self.sql, &mut tx, id, now).await?;
         let created = fetch(&self.sql, &mut tx, successor.id, now).await?;
         let rotated = audit.draft(Some(id), audit_changes(Some(&old), &previous)?);
-        append(&mut tx, audit.sealer, rotated, now).await?;
+        append(&mut tx, audit, rotated, now).await?;
         let created_draft = audit
             .as_action("key.create")
             .draft(Some(created.id), audit_changes(None, &created)?);
-        append(&mut tx, audit.sealer, created_draft, now).await?;
+        append(&mut tx, audit.quiet(), created_draft, now).await?;
         tx.commit().await?;
         Ok((created, previous))
     }
@@ -341,6 +341,9 @@ impl<D: Dialect> KeyStore for SqlStore<D> {
         let mut tx = self.d.write().await?;
         let id_value = || vec![Value::Uuid(Some(id))];
         let lineage = fetch(&self.sql, &mut tx, id, now).await?.lineage_id;
+        // Before the delete: the key.deleted event reads the key's owner and name.
+        let draft = audit.draft(Some(id), serde_json::Value::Null);
+        append(&mut tx, audit, draft, now).await?;
         if tx.execute(DELETE_KEY, id_value()).await? == 0 {
             return Err(StoreError::NotFound(id));
         }
@@ -348,8 +351,6 @@ impl<D: Dialect> KeyStore for SqlStore<D> {
             tx.execute(sql, id_value()).await?;
         }
         super::credits::erase_key_lineage(&mut tx, lineage).await?;
-        let draft = audit.draft(Some(id), serde_json::Value::Null);
-        append(&mut tx, audit.sealer, draft, now).await?;
         tx.commit().await
     }
 

@@ -10,6 +10,7 @@ mod audit;
 mod credits;
 mod feed;
 mod keys;
+mod outbox;
 mod owners;
 pub(crate) mod session;
 mod usage;
@@ -36,6 +37,10 @@ pub struct Fragments {
     pub head_seq: &'static str,
     /// The start of the `$4`-second bucket that rollup column `hour` is in.
     pub bucket_start: &'static str,
+    /// After the outbox claim's row selection: how rows already being
+    /// claimed by another transaction are skipped (`FOR UPDATE SKIP LOCKED`;
+    /// empty where a transaction holds the whole database, as SQLite's).
+    pub claim_lock: &'static str,
 }
 
 /// Statements on one connection: inside a transaction or not.
@@ -136,6 +141,7 @@ struct Statements {
     update_owner: String,
     usage_buckets: String,
     owner_usage_buckets: String,
+    claim: String,
 }
 
 impl Statements {
@@ -155,6 +161,7 @@ impl Statements {
             update_owner: owners::update_sql(),
             usage_buckets: usage::buckets_sql(f.bucket_start, usage::KEY_SUBJECT),
             owner_usage_buckets: usage::buckets_sql(f.bucket_start, usage::OWNER_SUBJECT),
+            claim: outbox::claim_sql(f.claim_lock),
         }
     }
 }

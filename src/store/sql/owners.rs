@@ -148,7 +148,7 @@ pub(super) async fn implicit_owner<S: Session>(
     if tx.execute(IMPLICIT_OWNER, args).await? == 1 {
         let changes = serde_json::json!({"owner_id": owner, "implicit": true});
         let draft = audit.as_action("owner.create").draft(None, changes);
-        append(tx, audit.sealer, draft, now).await?;
+        append(tx, audit, draft, now).await?;
     }
     Ok(())
 }
@@ -178,7 +178,7 @@ impl<D: Dialect> OwnerStore for SqlStore<D> {
         }
         let after = existing(&self.sql, &mut tx, &id, now).await?;
         let draft = audit.draft(None, audit_changes(&id, None, Some(&after))?);
-        append(&mut tx, audit.sealer, draft, now).await?;
+        append(&mut tx, audit, draft, now).await?;
         tx.commit().await?;
         Ok(after)
     }
@@ -208,7 +208,7 @@ impl<D: Dialect> OwnerStore for SqlStore<D> {
         }
         let after = existing(&self.sql, &mut tx, id, now).await?;
         let draft = audit.draft(None, audit_changes(id, Some(&before), Some(&after))?);
-        append(&mut tx, audit.sealer, draft, now).await?;
+        append(&mut tx, audit, draft, now).await?;
         tx.commit().await?;
         Ok(after)
     }
@@ -237,7 +237,7 @@ impl<D: Dialect> OwnerStore for SqlStore<D> {
             tx.execute(sql, vec![text(id)]).await?;
         }
         let draft = audit.draft(None, serde_json::json!({"owner_id": id}));
-        append(&mut tx, audit.sealer, draft, now).await?;
+        append(&mut tx, audit, draft, now).await?;
         tx.commit().await
     }
 

@@ -106,6 +106,7 @@ impl Dialect for Sqlite {
         has_tag: "($2 IS NULL OR EXISTS (SELECT 1 FROM json_each(k.tags) WHERE value = $2))",
         head_seq: "SELECT seq FROM key_change_seq WHERE id = 1",
         bucket_start: "hour - (hour % ($4 * 1000000))",
+        claim_lock: "",
     };
 
     /// SQLite has one writer at a time: taking its lock up front orders writes.

@@ -123,6 +123,11 @@ async fn ten_reloads_under_load_fail_no_request_and_lose_no_usage_row() {
     }
     tokio::time::sleep(Duration::from_millis(150)).await;
     let tally = load.finish().await;
+    eprintln!(
+        "10 reloads under load: {} responses, {} failed",
+        tally.responses(),
+        tally.errors.len()
+    );
     assert!(
         tally.errors.is_empty(),
         "failed requests: {:?}",

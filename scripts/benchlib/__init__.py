@@ -1,0 +1,1 @@
+"""scripts/bench's parts: see scripts/bench for what the benchmark measures."""
