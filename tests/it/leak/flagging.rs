@@ -138,3 +138,52 @@ async fn no_log_line_at_trace_level_holds_a_reported_token() {
         assert!(leaks.is_empty(), "a token in the log:\n{leaks:#?}");
     }
 }
+
+#[tokio::test]
+async fn a_leak_sends_one_key_leaked_webhook() {
+    use crate::webhooks::{Receiver, SECRET_A, endpoint, fast, until, with_hooks};
+    let gh = signing_key();
+    let keys = KeyServer::start(&[("gh-1", &gh)]).await;
+    let up = Upstream::start("a").await;
+    let hook = Receiver::start(SECRET_A).await;
+    let hooks = vec![endpoint(
+        "leaks",
+        &hook.url(),
+        &["key.leaked"],
+        "HOOK_SECRET_A",
+    )];
+    let cfg = with_hooks(scanning_config(&up, &keys).await, fast("1h"), hooks);
+    let s = cfg.services().await;
+    let k = s
+        .keys
+        .create(key_spec("acme"), &"t".into())
+        .await
+        .expect("key");
+    let gw = cfg.start().await;
+    let body = report(&[k.secret.expose()], URL);
+    for _ in 0..2 {
+        let (code, feedback) = post_signed(&gw, &body, "gh-1", &gh).await;
+        assert_eq!(
+            (code, feedback[0]["label"].as_str()),
+            (200, Some("true_positive"))
+        );
+    }
+    assert!(
+        until(10, || async { hook.types() == ["key.leaked"] }).await,
+        "{:?}",
+        hook.types()
+    );
+    let event = hook.events().into_values().next().expect("event");
+    assert_eq!(event["data"]["key_id"], k.key.id.to_string(), "{event}");
+    assert!(hook.received().iter().all(|r| r.valid), "signed");
+    let tail = &k.secret.expose()[k.secret.expose().len() - 16..];
+    assert!(
+        hook.received().iter().all(|r| !r.raw.contains(tail)),
+        "no token"
+    );
+    eprintln!("key.leaked event: {event}");
+    // Reported twice, revoked and announced once.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(hook.events().len(), 1, "{:?}", hook.types());
+    gw.stop().await;
+}
