@@ -43,10 +43,12 @@ pub enum Outcome {
     OwnerDisabled,
     /// The key's (or its owner's) credits do not cover the route's cost.
     CreditsExhausted,
+    /// The key's `allowed_hours` do not include now.
+    OutsideAllowedHours,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 24] = [
+    pub const ALL: [Outcome; 25] = [
         Outcome::Ok,
         Outcome::MissingKey,
         Outcome::InvalidKey,
@@ -71,6 +73,7 @@ impl Outcome {
         Outcome::RequestTimeout,
         Outcome::OwnerDisabled,
         Outcome::CreditsExhausted,
+        Outcome::OutsideAllowedHours,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -104,6 +107,7 @@ impl Outcome {
             Outcome::RequestTimeout => "request_timeout",
             Outcome::OwnerDisabled => "owner_disabled",
             Outcome::CreditsExhausted => "credits_exhausted",
+            Outcome::OutsideAllowedHours => "outside_allowed_hours",
         }
     }
 
@@ -122,7 +126,10 @@ impl Outcome {
             | Outcome::DisabledKey
             | Outcome::OwnerDisabled => 401,
             Outcome::CreditsExhausted => 402,
-            Outcome::InsufficientScope | Outcome::IpNotAllowed | Outcome::RouteNotAllowed => 403,
+            Outcome::InsufficientScope
+            | Outcome::IpNotAllowed
+            | Outcome::RouteNotAllowed
+            | Outcome::OutsideAllowedHours => 403,
             Outcome::RouteNotFound => 404,
             Outcome::InvalidRequest | Outcome::AmbiguousKey | Outcome::MalformedRequest => 400,
             Outcome::RequestTimeout => 408,
@@ -164,6 +171,7 @@ impl Outcome {
             Outcome::RequestTimeout => "the request head was not received in time",
             Outcome::OwnerDisabled => "the API key's owner is disabled",
             Outcome::CreditsExhausted => "the API key has no credits left for this request",
+            Outcome::OutsideAllowedHours => "the API key may not be used at this time",
         }
     }
 
@@ -179,7 +187,10 @@ impl Outcome {
             | Outcome::RevokedKey
             | Outcome::DisabledKey
             | Outcome::OwnerDisabled => 16,
-            Outcome::InsufficientScope | Outcome::IpNotAllowed | Outcome::RouteNotAllowed => 7,
+            Outcome::InsufficientScope
+            | Outcome::IpNotAllowed
+            | Outcome::RouteNotAllowed
+            | Outcome::OutsideAllowedHours => 7,
             Outcome::RateLimited | Outcome::CreditsExhausted => 8,
             Outcome::AuthUnavailable
             | Outcome::RateLimitUnavailable

@@ -30,6 +30,7 @@ impl Modify for BearerAuth {
                        crate::keys::model::KeyRecord, crate::keys::model::KeySpec, crate::keys::model::KeyState, crate::keys::model::KeyPatch, crate::keys::model::KeyStatus, crate::ratelimit::window::Limits, keys::StatusFilter,
                        crate::owners::OwnerRecord, crate::owners::OwnerSpec, crate::owners::OwnerPatch,
                        crate::credits::CreditsView, crate::credits::CreditsInput, crate::credits::CreditChange, crate::credits::Refill, crate::credits::Interval,
+                       crate::keys::hours::AllowedHours, crate::keys::hours::Day,
                        crate::webhooks::model::Delivery, crate::webhooks::model::DeliveryStatus, webhooks::DeliveryPage)),
     modifiers(&BearerAuth),
     tags((name = "keys"), (name = "owners"), (name = "verify"), (name = "usage"), (name = "audit"), (name = "webhooks"))

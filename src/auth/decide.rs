@@ -11,7 +11,8 @@ use crate::outcome::{Detail, Outcome, Rejection};
 use crate::routes::RouteId;
 
 /// Checks, in order: revoked, expired, disabled, owner disabled, route
-/// allowed, IP allowed, scopes.
+/// allowed, IP allowed, scopes, allowed hours (the caller's rate limits come
+/// after, so a refused request consumes no counter).
 /// State comes first so that a revoked key is reported as revoked wherever it is used.
 ///
 /// `route`: `None` skips the route check (the verify API without a route).
@@ -55,6 +56,9 @@ pub fn decide(
             outcome: Outcome::InsufficientScope,
             detail: Detail::RequiredScopes(required_scopes.to_vec()),
         });
+    }
+    if key.hours.is_some_and(|h| !h.allows(now)) {
+        return Err(Rejection::new(Outcome::OutsideAllowedHours));
     }
     Ok(())
 }
@@ -220,6 +224,33 @@ mod tests {
         open.spec.allowed_cidrs = vec![];
         let open = entry(open);
         assert_eq!(code(decide(&open, None, &[], None, now)), None);
+    }
+
+    #[test]
+    fn outside_allowed_hours_comes_after_scopes() {
+        let mut r = row();
+        r.spec.allowed_hours = Some(
+            serde_json::from_str(r#"{"tz":"Europe/Berlin","from":"08:00","to":"18:00"}"#)
+                .expect("hours"),
+        );
+        let k = entry(r);
+        let ok_ip = Some(ip("10.0.0.1"));
+        // 2026-01-05 12:00Z is 13:00 in Berlin; 20:00Z is 21:00.
+        let noon = "2026-01-05T12:00:00Z".parse().expect("time");
+        let night = "2026-01-05T20:00:00Z".parse().expect("time");
+        assert_eq!(code(decide(&k, Some(RouteId(0)), &[], ok_ip, noon)), None);
+        assert_eq!(
+            code(decide(&k, Some(RouteId(0)), &[], ok_ip, night)),
+            Some(Outcome::OutsideAllowedHours)
+        );
+        let o = Outcome::OutsideAllowedHours;
+        assert_eq!((o.status(), o.grpc_status()), (403, 7), "PERMISSION_DENIED");
+        let want = vec!["users:read".to_string()];
+        assert_eq!(
+            code(decide(&k, Some(RouteId(0)), &want, ok_ip, night)),
+            Some(Outcome::InsufficientScope),
+            "the scope check comes first"
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::lenient::{Choice, Lenient};
-use super::{AuthMode, LogFormat, OnBackendError, Pooler, Role, UpstreamProtocol};
+use super::{AuthMode, LeakAction, LogFormat, OnBackendError, Pooler, Role, UpstreamProtocol};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -26,6 +26,7 @@ pub struct FileConfig {
     pub usage: UsageSection,
     pub admin: AdminSection,
     pub log: LogSection,
+    pub secret_scanning: SecretScanningSection,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub upstream: Vec<UpstreamSection>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -228,6 +229,20 @@ pub struct AdminTokenSection {
 pub struct LogSection {
     pub format: Option<Lenient<LogFormat>>,
     pub level: Option<String>,
+}
+
+/// `[secret_scanning]`: GitHub's secret-scanning partner endpoint (off by default).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SecretScanningSection {
+    pub enabled: Option<bool>,
+    pub path: Option<String>,
+    pub public_keys_url: Option<String>,
+    pub action: Option<Lenient<LeakAction>>,
+    pub ca_file: Option<String>,
+    /// `"1MiB"`, `"64KiB"`, `"1000"` (bytes).
+    pub max_body: Option<String>,
+    pub keys_refetch_min_interval: Option<Lenient<Duration>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

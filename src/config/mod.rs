@@ -5,6 +5,7 @@
 pub mod file;
 mod lenient;
 mod secret;
+mod secret_scanning;
 mod validate;
 
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ use crate::ratelimit::window::Limits;
 pub use file::FileConfig;
 pub use lenient::{Choice, Lenient, Text};
 pub use secret::{Secret, redact_url};
+pub use secret_scanning::{LeakAction, SecretScanningConfig};
 pub use validate::{WebhookEndpoint, WebhooksConfig, is_metadata_field, validate_cidr};
 
 /// Environment variables that override the file.
@@ -44,6 +46,7 @@ pub struct Config {
     pub usage: UsageConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
+    pub secret_scanning: SecretScanningConfig,
     pub upstreams: Vec<UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
     pub webhooks: WebhooksConfig,

@@ -70,6 +70,8 @@ pub enum GatewayError {
     Tls(#[source] Box<pingora_error::Error>),
     #[error("the gateway was built without listening sockets")]
     NotBound,
+    #[error("secret scanning: {0}")]
+    SecretScanning(#[source] crate::outbound::OutboundError),
     #[error(transparent)]
     Webhooks(#[from] crate::webhooks::worker::WorkerError),
 }
@@ -150,6 +152,7 @@ impl Gateway {
         );
         limiter.connect().await?;
         let (usage, usage_writer) = usage_pipeline(&config, &stores, &metrics)?;
+        let scanner = crate::leak::scanner::build(&config, &stores, &hasher, &keys, &opts.clock)?;
         let (webhooks, signals) =
             webhooks::Webhooks::build(&config, &stores, &metrics, &opts.clock)?;
         let state = Arc::new(ProxyState {
@@ -159,6 +162,7 @@ impl Gateway {
             metrics,
             usage,
             clock: opts.clock.clone(),
+            scanner,
         });
         let services = Services::new(&stores, hasher, &config, opts.clock);
         let admin = Arc::new(AdminState::new(

@@ -76,7 +76,7 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
         out.push("gateway.tls (listen, min_version, http2)");
     }
     fields!(old, new, "[keys]" => keys, "[store]" => store, "[ratelimit]" => ratelimit,
-        "[usage]" => usage, "[admin]" => admin);
+        "[usage]" => usage, "[admin]" => admin, "[secret_scanning]" => secret_scanning);
     if old.log.format != new.log.format {
         out.push("log.format");
     }

@@ -13,6 +13,7 @@ use http::{HeaderName, HeaderValue};
 use ipnetwork::IpNetwork;
 use uuid::Uuid;
 
+use super::hours::HoursCheck;
 use crate::credits::CreditState;
 use crate::ratelimit::window::Limits;
 use crate::routes::RouteId;
@@ -148,6 +149,8 @@ pub struct KeyEntry {
     pub policy: Arc<KeyPolicy>,
     /// The key's own credits (its lineage's); most keys have none.
     pub credits: Option<Box<CreditState>>,
+    /// When the key may be used; `None`: always.
+    pub hours: Option<HoursCheck>,
 }
 
 impl KeyEntry {

@@ -25,10 +25,10 @@ pub struct AllowedHours {
     #[serde(default)]
     pub days: Vec<Day>,
     /// `HH:MM`, local time, inclusive.
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$")]
     pub from: Clock,
-    /// `HH:MM`, local time, exclusive.
-    #[schema(value_type = String)]
+    /// `HH:MM`, local time, exclusive; at or before `from`: the window runs overnight.
+    #[schema(value_type = String, pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$")]
     pub to: Clock,
 }
 
@@ -53,38 +53,95 @@ pub enum Day {
 }
 
 impl Day {
-    fn weekday(self) -> Weekday {
-        match self {
-            Day::Mon => Weekday::Mon,
-            Day::Tue => Weekday::Tue,
-            Day::Wed => Weekday::Wed,
-            Day::Thu => Weekday::Thu,
-            Day::Fri => Weekday::Fri,
-            Day::Sat => Weekday::Sat,
-            Day::Sun => Weekday::Sun,
-        }
+    fn bit(self) -> u8 {
+        1 << (self as u8)
     }
 }
 
 impl AllowedHours {
-    fn on(&self, day: Weekday) -> bool {
-        self.days.is_empty() || self.days.iter().any(|d| d.weekday() == day)
+    /// The form the request path checks: no allocation, no parsing.
+    pub fn compile(&self) -> HoursCheck {
+        let days = if self.days.is_empty() {
+            0x7f
+        } else {
+            self.days.iter().fold(0u8, |m, d| m | d.bit())
+        };
+        HoursCheck {
+            tz: self.tz.0,
+            days,
+            from: minutes(self.from.0),
+            to: minutes(self.to.0),
+        }
     }
 
     /// Whether `now` falls in the window.
     pub fn allows(&self, now: DateTime<Utc>) -> bool {
-        let local = now.with_timezone(&self.tz.0);
-        let time = local
-            .time()
-            .with_second(0)
-            .and_then(|t| t.with_nanosecond(0));
-        let Some(time) = time else { return false };
-        let (from, to) = (self.from.0, self.to.0);
+        self.compile().allows(now)
+    }
+
+    /// What is wrong with hours that parse (zone, days and times are
+    /// checked by parsing): an empty window, a day listed twice.
+    pub fn problem(&self) -> Option<&'static str> {
+        if self.from == self.to {
+            return Some("from and to must differ (22:00-06:00 runs overnight)");
+        }
+        let mut seen = 0u8;
+        for d in &self.days {
+            if seen & d.bit() != 0 {
+                return Some("a day is listed twice");
+            }
+            seen |= d.bit();
+        }
+        None
+    }
+}
+
+fn minutes(t: NaiveTime) -> u16 {
+    // At most 23 * 60 + 59.
+    (t.hour() * 60 + t.minute()) as u16
+}
+
+/// A key's allowed hours, precomputed when the key table is built: the zone,
+/// the days as bits (Monday = bit 0) and the times as minutes of the day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HoursCheck {
+    tz: Tz,
+    days: u8,
+    from: u16,
+    to: u16,
+}
+
+impl HoursCheck {
+    fn on(&self, day: Weekday) -> bool {
+        self.days & (1 << day.num_days_from_monday()) != 0
+    }
+
+    /// Whether `now` falls in the window, in the zone's local time.
+    pub fn allows(&self, now: DateTime<Utc>) -> bool {
+        let local = now.with_timezone(&self.tz);
+        let time = minutes(local.time());
+        let (from, to) = (self.from, self.to);
         if from < to {
             return self.on(local.weekday()) && from <= time && time < to;
         }
         // Overnight: the evening of a listed day, or the morning after one.
         (time >= from && self.on(local.weekday())) || (time < to && self.on(local.weekday().pred()))
+    }
+}
+
+/// `mon,tue 08:00-18:00 Europe/Berlin`, or `every day ...`.
+impl fmt::Display for AllowedHours {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.days.is_empty() {
+            f.write_str("every day")?;
+        }
+        for (i, d) in self.days.iter().enumerate() {
+            let name = serde_json::to_value(d).ok();
+            let name = name.as_ref().and_then(|v| v.as_str()).unwrap_or("?");
+            write!(f, "{}{name}", if i == 0 { "" } else { "," })?;
+        }
+        let (from, to) = (self.from.0.format("%H:%M"), self.to.0.format("%H:%M"));
+        write!(f, " {from}-{to} {}", self.tz)
     }
 }
 
@@ -174,6 +231,24 @@ mod tests {
             !h.allows(utc(2026, 3, 28, 23, 0)),
             "Saturday night is not listed"
         );
+    }
+
+    #[test]
+    fn compiled_checks_match_and_empty_windows_are_problems() {
+        let h = hours(r#"{"tz":"Asia/Kolkata","days":["sun"],"from":"09:30","to":"10:00"}"#);
+        // 2026-03-29 is a Sunday; 04:00Z is 09:30 in Kolkata (UTC+5:30).
+        assert!(h.compile().allows(utc(2026, 3, 29, 4, 0)));
+        assert!(!h.compile().allows(utc(2026, 3, 29, 3, 59)));
+        assert_eq!(h.problem(), None);
+        let empty = hours(r#"{"tz":"UTC","from":"08:00","to":"08:00"}"#);
+        assert!(empty.problem().is_some());
+        let twice = hours(r#"{"tz":"UTC","days":["mon","mon"],"from":"08:00","to":"09:00"}"#);
+        assert!(twice.problem().is_some());
+        let e = serde_json::from_str::<AllowedHours>(
+            r#"{"tz":"UTC","days":["monday"],"from":"08:00","to":"09:00"}"#,
+        )
+        .expect_err("day");
+        assert!(e.to_string().contains("mon"), "{e}");
     }
 
     #[test]

@@ -96,6 +96,7 @@ impl Interner {
             deprecation,
             owner: self.owner(&row.spec.owner_id),
             credits: row.credits.map(Box::new),
+            hours: row.spec.allowed_hours.as_ref().map(|h| h.compile()),
             policy: self.policy(row),
         }
     }

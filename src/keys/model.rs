@@ -17,6 +17,7 @@ use ipnetwork::IpNetwork;
 use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 
+use super::hours::AllowedHours;
 use crate::auth::hash::KeyHash;
 use crate::credits::{CreditState, CreditsInput, CreditsView};
 use crate::ratelimit::window::Limits;
@@ -141,6 +142,10 @@ key_spec! {
     tags: Vec<String> = Vec::new();
     enabled: bool = true;
     expires_at: Option<DateTime<Utc>> = None;
+    /// When the key may be used, in an IANA time zone (DST-correct); `null`:
+    /// always. Outside: 403 `outside_allowed_hours`.
+    #[schema(value_type = Option<AllowedHours>)]
+    allowed_hours: Option<AllowedHours> = None;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -184,6 +189,11 @@ pub struct KeyState {
     /// Set on a key that was rotated: the key that replaced it.
     pub rotated_to: Option<Uuid>,
     pub rotated_at: Option<DateTime<Utc>>,
+    /// Set when secret scanning reported the key leaked and the configured
+    /// action is `flag`: the key still works.
+    pub flagged_at: Option<DateTime<Utc>>,
+    /// `leaked: <url>`, with the URL where it was found.
+    pub flagged_reason: Option<String>,
 }
 
 /// A stored key as the API shows it (never its secret or hash).
@@ -289,6 +299,8 @@ mod tests {
                 updated_at: now,
                 rotated_to: None,
                 rotated_at: None,
+                flagged_at: None,
+                flagged_reason: None,
             },
             last_used_at: None,
             use_count: 0,

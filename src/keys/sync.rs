@@ -118,11 +118,11 @@ impl KeySync {
             .snapshot(&mut |row| match row {
                 FeedRow::Owner(o) => {
                     owners.insert(o.id.clone());
-                    interner.owner_row(o);
+                    interner.owner_row(*o);
                 }
                 FeedRow::Key(row) => {
                     let hash = row.hash;
-                    table.insert(hash, Arc::new(interner.entry(row)));
+                    table.insert(hash, Arc::new(interner.entry(*row)));
                     if let Some(f) = fresh.as_mut() {
                         f.insert(hash);
                     }

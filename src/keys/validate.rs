@@ -147,6 +147,9 @@ pub fn patch(e: &mut Errors, p: &KeyPatch, routes: &HashSet<String>) {
     if let Some(Some(c)) = &p.credits {
         credits(e, c);
     }
+    if let Some(m) = p.allowed_hours.as_ref().and_then(|h| h.as_ref()?.problem()) {
+        e.add("allowed_hours", m);
+    }
 }
 
 /// `route_limits`: route names from the configuration, valid limits.

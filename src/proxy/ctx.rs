@@ -67,6 +67,9 @@ pub struct RequestCtx {
     /// When the request was handed to the upstream, and when its response head came back.
     pub upstream_sent: Option<Instant>,
     pub upstream_answered: Option<Instant>,
+    /// A secret-scanning report, answered by keygate: no usage record or
+    /// request metrics.
+    pub scan: bool,
     _inflight: InflightGuard,
 }
 
@@ -108,6 +111,7 @@ impl RequestCtx {
             start_ms: 0,
             upstream_sent: None,
             upstream_answered: None,
+            scan: false,
             _inflight: InflightGuard::new(inflight),
         }
     }

@@ -12,6 +12,7 @@ pub mod reject;
 mod rewind;
 pub mod router;
 pub mod routing;
+pub mod scan;
 pub(crate) mod service;
 pub mod upstream;
 
@@ -34,4 +35,6 @@ pub struct ProxyState {
     pub metrics: Arc<Metrics>,
     pub usage: Option<UsageSink>,
     pub clock: Clock,
+    /// The secret-scanning endpoint, when `[secret_scanning] enabled`.
+    pub scanner: Option<Arc<crate::leak::Scanner>>,
 }

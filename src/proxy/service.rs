@@ -2,7 +2,8 @@
 //!
 //! 1. [`new_ctx`](Proxy::new_ctx): a request head has been read; the request counts as in flight.
 //! 2. [`request_filter`](Proxy::request_filter): route, authenticate, authorize, rate-limit.
-//!    A rejection is answered here and the request ends.
+//!    A rejection is answered here and the request ends. So is a report to
+//!    the secret-scanning endpoint, before routing ([`super::scan`]).
 //! 3. [`upstream_peer`](Proxy::upstream_peer): choose a server of the route's upstream.
 //!    [`fail_to_connect`](Proxy::fail_to_connect) marks a dead server and retries the next.
 //! 4. [`upstream_request_filter`](Proxy::upstream_request_filter): header hygiene and identity.
@@ -54,6 +55,15 @@ impl ProxyHttp for Proxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let s = &self.state;
         s.gate.identify(session, ctx);
+        if let Some(scanner) = s
+            .scanner
+            .as_ref()
+            .filter(|sc| sc.serves(session.req_header()))
+        {
+            ctx.scan = true;
+            super::scan::serve(scanner, session, ctx).await;
+            return Ok(true);
+        }
         let verdict = s.gate.admit(session.req_header(), ctx).await;
         let now = Instant::now();
         ctx.policy_done = Some(now);
@@ -180,6 +190,9 @@ impl ProxyHttp for Proxy {
 
     /// The response is finished (or abandoned): record metrics and usage.
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if ctx.scan {
+            return;
+        }
         if e.is_some() && ctx.outcome == Outcome::Ok {
             ctx.outcome = Outcome::UpstreamError;
         }

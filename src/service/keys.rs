@@ -13,12 +13,19 @@ use crate::audit::{Actor, Audit, AuditSealer};
 use crate::auth::hash::KeyHasher;
 use crate::auth::key::{self, PlaintextKey};
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, LeakAction};
 use crate::credits::{self, CreditChange, CreditOp, CreditState};
 use crate::keys::model::{KeyPatch, KeyRecord, KeySpec, KeyStatus, NewKey};
 use crate::keys::validate::{self as v, Errors};
 use crate::routes::KnownRoutes;
 use crate::store::{KeyChange, KeyQuery, KeyStore, WriteRules};
+
+/// `leaked: <url>`, a valid revocation reason whatever the URL holds:
+/// control characters dropped, at most 500 characters.
+fn leak_reason(url: &str) -> String {
+    let url: String = url.chars().filter(|c| !c.is_control()).take(490).collect();
+    format!("leaked: {url}")
+}
 
 /// The longest rotation grace period, for the CLI and the admin API alike.
 pub const MAX_GRACE: chrono::Duration = chrono::Duration::days(366);
@@ -238,6 +245,34 @@ impl KeyService {
         }
         let change = KeyChange::Revoke { reason };
         let audit = self.audit(actor, "key.revoke");
+        Ok(self
+            .store
+            .change_key(id, &change, self.clock.now(), audit)
+            .await?)
+    }
+
+    /// A key reported leaked (secret scanning): revoked with reason
+    /// `leaked: <url>` (audit `key.leaked`), or with `flag` marked so and left
+    /// working (audit `key.flagged`). A key already revoked (or already
+    /// flagged, when flagging) is left as it is, without another audit record.
+    pub async fn leaked(
+        &self,
+        id: Uuid,
+        url: &str,
+        action: LeakAction,
+        actor: &Actor,
+    ) -> Result<KeyRecord, ServiceError> {
+        let reason = leak_reason(url);
+        let (change, action) = match action {
+            LeakAction::Revoke => (
+                KeyChange::Revoke {
+                    reason: Some(reason),
+                },
+                "key.leaked",
+            ),
+            LeakAction::Flag => (KeyChange::Flag { reason }, "key.flagged"),
+        };
+        let audit = self.audit(actor, action);
         Ok(self
             .store
             .change_key(id, &change, self.clock.now(), audit)

@@ -35,6 +35,10 @@ pub enum KeyChange {
     },
     /// A top-up or set (of the key's lineage: its rotations share the balance).
     Credits(CreditOp),
+    /// Marks the key as reported leaked; it keeps working.
+    Flag {
+        reason: String,
+    },
 }
 
 /// A change to an existing owner.
@@ -155,8 +159,8 @@ pub trait CreditLedger: Send + Sync {
 /// One row of the feed's snapshot.
 #[derive(Debug, Clone)]
 pub enum FeedRow {
-    Owner(OwnerRow),
-    Key(KeyRow),
+    Owner(Box<OwnerRow>),
+    Key(Box<KeyRow>),
 }
 
 /// What changed after a change number.

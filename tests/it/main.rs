@@ -10,6 +10,7 @@ mod infra;
 mod keys_auth;
 mod keys_cli;
 mod keys_sync;
+mod leak;
 mod owners;
 mod production;
 mod proxy;

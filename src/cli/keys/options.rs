@@ -7,6 +7,7 @@ use clap::Args;
 
 use super::CliError;
 use crate::cli::credits::AccountOptions;
+use crate::keys::hours::AllowedHours;
 use crate::keys::model::KeyPatch;
 use crate::keys::validate::{self as v, Errors};
 use crate::ratelimit::window::{Limits, Window};
@@ -37,6 +38,19 @@ pub struct KeyOptions {
     /// A tag (repeatable).
     #[arg(long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,
+    /// Allowed hours: the IANA time zone, e.g. `Europe/Berlin` (with
+    /// `--hours-from` and `--hours-to`); outside them the key is refused.
+    #[arg(long, value_name = "ZONE", requires_all = ["hours_from", "hours_to"])]
+    pub hours_tz: Option<String>,
+    /// Allowed days, e.g. `mon,tue,wed,thu,fri` (default: every day).
+    #[arg(long, value_name = "DAYS", requires = "hours_tz")]
+    pub hours_days: Option<String>,
+    /// Allowed from (local time, inclusive).
+    #[arg(long, value_name = "HH:MM", requires = "hours_tz")]
+    pub hours_from: Option<String>,
+    /// Allowed until (local time, exclusive; at or before `--hours-from`: overnight).
+    #[arg(long, value_name = "HH:MM", requires = "hours_tz")]
+    pub hours_to: Option<String>,
     #[command(flatten)]
     pub account: AccountOptions,
     /// Print JSON.
@@ -70,8 +84,35 @@ impl KeyOptions {
             expires_in: self.expires_in.clone(),
             route_limits: self.account.route_limits()?,
             credits: self.account.credits()?.map(Some),
+            allowed_hours: self.hours()?.map(Some),
             ..KeyPatch::default()
         })
+    }
+
+    /// `--hours-*` as allowed hours, checked as the API checks them.
+    fn hours(&self) -> Result<Option<AllowedHours>, CliError> {
+        let Some(tz) = &self.hours_tz else {
+            return Ok(None);
+        };
+        let days: Vec<&str> = self
+            .hours_days
+            .as_deref()
+            .map(|d| {
+                d.split(',')
+                    .map(str::trim)
+                    .filter(|d| !d.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let json = serde_json::json!({
+            "tz": tz, "days": days, "from": self.hours_from, "to": self.hours_to,
+        });
+        let hours: AllowedHours =
+            serde_json::from_value(json).map_err(|e| CliError::Usage(format!("--hours-*: {e}")))?;
+        match hours.problem() {
+            Some(m) => Err(CliError::Usage(format!("--hours-*: {m}"))),
+            None => Ok(Some(hours)),
+        }
     }
 }
 

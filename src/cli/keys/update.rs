@@ -24,6 +24,8 @@ pub enum Clearable {
     RouteLimits,
     /// The key's own credits (its owner's apply again).
     Credits,
+    /// The allowed hours (usable at any time again).
+    Hours,
 }
 
 #[derive(Debug, Args)]
@@ -72,6 +74,9 @@ fn clear(mut p: KeyPatch, fields: &[Clearable]) -> KeyPatch {
             }
             Clearable::Credits => {
                 p.credits.get_or_insert(None);
+            }
+            Clearable::Hours => {
+                p.allowed_hours.get_or_insert(None);
             }
         }
     }

@@ -94,6 +94,10 @@ pub(super) fn key_details(k: &KeyRecord) -> String {
         let reason = k.state.revoked_reason.as_deref().unwrap_or("no reason");
         format!("{} ({reason})", t.to_rfc3339())
     });
+    let flagged = k.state.flagged_at.map_or("-".into(), |t| {
+        let reason = k.state.flagged_reason.as_deref().unwrap_or("");
+        format!("{} ({reason})", t.to_rfc3339())
+    });
     let lines = [
         ("id", k.id.to_string()),
         ("owner", s.owner_id.clone()),
@@ -115,7 +119,14 @@ pub(super) fn key_details(k: &KeyRecord) -> String {
         ),
         ("tags", list(&s.tags)),
         ("expires", when(s.expires_at)),
+        (
+            "hours",
+            s.allowed_hours
+                .as_ref()
+                .map_or("-".into(), |h| h.to_string()),
+        ),
         ("revoked", revoked),
+        ("flagged", flagged),
         (
             "rotated to",
             k.state.rotated_to.map_or("-".into(), |u| u.to_string()),

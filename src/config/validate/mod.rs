@@ -11,6 +11,7 @@ mod log;
 mod ratelimit;
 mod redis;
 mod route;
+mod secret_scanning;
 mod store;
 mod tls;
 mod upstream;
@@ -88,6 +89,7 @@ impl Checker {
         let usage = self.usage(f.usage);
         let admin = self.admin(f.admin, env, gateway.listen);
         let log = self.log(f.log, env);
+        let secret_scanning = self.secret_scanning(f.secret_scanning);
         let upstreams = self.upstreams(f.upstream);
         let routes = self.routes(f.route, &upstreams);
         let webhooks = self.webhooks(f.webhooks, f.webhook, env);
@@ -99,6 +101,7 @@ impl Checker {
             usage,
             admin,
             log,
+            secret_scanning,
             upstreams,
             routes,
             webhooks,

@@ -76,12 +76,12 @@ impl<D: Dialect> KeyFeed for SqlStore<D> {
             None => 0,
         };
         tx.for_each(&self.sql.sync_owners, vec![], &mut |row| {
-            sink(FeedRow::Owner(owner_row(&row)?));
+            sink(FeedRow::Owner(Box::new(owner_row(&row)?)));
             Ok(())
         })
         .await?;
         tx.for_each(&self.sql.sync_all, vec![], &mut |row| {
-            sink(FeedRow::Key(key_row(&row)?));
+            sink(FeedRow::Key(Box::new(key_row(&row)?)));
             Ok(())
         })
         .await?;

@@ -18,7 +18,8 @@ use crate::store::{ConflictReason, KeyChange, KeyQuery, KeyStore, StoreError, Wr
 
 /// The key's own columns besides its spec.
 const STATE_COLUMNS: &str = "k.id, k.key_hash, k.prefix, k.hint, k.lineage_id, k.revoked_at, \
-     k.revoked_reason, k.created_at, k.updated_at, k.rotated_to, k.rotated_at";
+     k.revoked_reason, k.created_at, k.updated_at, k.rotated_to, k.rotated_at, k.flagged_at, \
+     k.flagged_reason";
 
 /// `SELECT <a key record> FROM api_keys k ...`, without a WHERE clause.
 fn select_records() -> String {
@@ -70,6 +71,8 @@ const LIVE_KEYS_OF_OWNER: &str = "SELECT count(*) AS n FROM api_keys WHERE owner
      AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)";
 const REVOKE: &str =
     "UPDATE api_keys SET revoked_at = $2, revoked_reason = $3, updated_at = $2 WHERE id = $1";
+const FLAG: &str =
+    "UPDATE api_keys SET flagged_at = $2, flagged_reason = $3, updated_at = $2 WHERE id = $1";
 const MARK_ROTATED: &str = "UPDATE api_keys SET rotated_to = $2, rotated_at = $3, updated_at = $3, \
      expires_at = $4 WHERE id = $1";
 const INSERT_USAGE_ROW: &str = "INSERT INTO api_key_usage (key_id) VALUES ($1)";
@@ -90,6 +93,8 @@ pub(super) fn record(row: &impl SqlRow, now: DateTime<Utc>) -> Result<KeyRecord,
         updated_at: row.get("updated_at")?,
         rotated_to: row.get("rotated_to")?,
         rotated_at: row.get("rotated_at")?,
+        flagged_at: row.get("flagged_at")?,
+        flagged_reason: row.get("flagged_reason")?,
     };
     Ok(KeyRecord {
         id: row.get("id")?,
@@ -154,12 +159,13 @@ fn conflict(id: Uuid, reason: ConflictReason, what: &'static str) -> StoreError 
 }
 
 /// Whether `change` may apply to `before`: `Ok(false)` when it changes
-/// nothing (revoking a revoked key), a conflict when it may not (a revoked
-/// key is immutable).
+/// nothing (revoking a revoked key, flagging a flagged or revoked one), a
+/// conflict when it may not (a revoked key is immutable).
 fn change_allowed(before: &KeyRecord, change: &KeyChange) -> Result<bool, StoreError> {
     match change {
+        KeyChange::Flag { .. } if before.state.flagged_at.is_some() => Ok(false),
         _ if before.state.revoked_at.is_none() => Ok(true),
-        KeyChange::Revoke { .. } => Ok(false),
+        KeyChange::Revoke { .. } | KeyChange::Flag { .. } => Ok(false),
         KeyChange::Patch(_) | KeyChange::Credits(_) => Err(conflict(
             before.id,
             ConflictReason::Revoked,
@@ -265,6 +271,14 @@ impl<D: Dialect> KeyStore for SqlStore<D> {
                     Value::Text(reason.clone()),
                 ];
                 tx.execute(REVOKE, args).await?;
+            }
+            KeyChange::Flag { reason } => {
+                let args = vec![
+                    id_value,
+                    Value::Time(Some(now)),
+                    Value::Text(Some(reason.clone())),
+                ];
+                tx.execute(FLAG, args).await?;
             }
         }
         let after = fetch(&self.sql, &mut tx, id, now).await?;

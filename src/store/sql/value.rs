@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::auth::hash::KeyHash;
 use crate::credits::CreditState;
+use crate::keys::hours::AllowedHours;
 use crate::ratelimit::window::Limits;
 use crate::store::StoreError;
 
@@ -116,20 +117,27 @@ json_columns!(
     BTreeMap<String, Limits>,
 );
 
-/// Credits are optional: NULL when an account has none.
-impl Column for Option<CreditState> {
-    fn value(&self) -> Result<Value, StoreError> {
-        match self {
-            None => Ok(Value::Json(None)),
-            Some(c) => serde_json::to_value(c)
-                .map(|v| Value::Json(Some(v)))
-                .map_err(StoreError::Encode),
+/// Optional objects stored as JSON, NULL when absent: credits (an account
+/// without any), allowed hours (a key usable at any time).
+macro_rules! optional_json_columns {
+    ($($ty:ty),* $(,)?) => {$(
+        impl Column for Option<$ty> {
+            fn value(&self) -> Result<Value, StoreError> {
+                match self {
+                    None => Ok(Value::Json(None)),
+                    Some(c) => serde_json::to_value(c)
+                        .map(|v| Value::Json(Some(v)))
+                        .map_err(StoreError::Encode),
+                }
+            }
+            fn read(row: &impl SqlRow, col: &'static str) -> Result<Self, StoreError> {
+                row.opt_json(col)
+            }
         }
-    }
-    fn read(row: &impl SqlRow, col: &'static str) -> Result<Self, StoreError> {
-        row.opt_json(col)
-    }
+    )*};
 }
+
+optional_json_columns!(CreditState, AllowedHours);
 
 impl Column for KeyHash {
     fn value(&self) -> Result<Value, StoreError> {
