@@ -3,23 +3,22 @@
 
 mod listeners;
 mod reload;
+mod running;
+mod serve;
 mod webhooks;
 
 pub use listeners::{Handover, Listeners, UpgradeError};
 pub use reload::{ReloadError, Reloaded, Reloader};
+pub use running::{Addrs, RunningGateway};
+use serve::{serve_admin, serve_proxy};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use pingora_core::server::configuration::ServerConf;
-use pingora_core::server::{Fds, ListenFds};
-use pingora_core::services::Service as _;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
-use crate::admin::{self, AdminState, Readiness};
+use crate::admin::{AdminState, Readiness};
 use crate::auth::hash::KeyHasher;
 use crate::clock::Clock;
 use crate::config::Config;
@@ -27,10 +26,9 @@ use crate::keys::EntryContext;
 use crate::keys::KeyTable;
 use crate::keys::sync::KeySync;
 use crate::metrics::Metrics;
-use crate::proxy::door::Door;
+use crate::proxy::ProxyState;
 use crate::proxy::policy::Gate;
 use crate::proxy::routing::Routing;
-use crate::proxy::{Proxy, ProxyState};
 use crate::ratelimit::{Health as RateLimitHealth, Limiter};
 use crate::routes::RouteIds;
 use crate::secrets;
@@ -39,8 +37,6 @@ use crate::store::{self, StoreError, Stores};
 use crate::tls::{CertSet, SniResolver};
 use crate::usage::writer::UsageWriter;
 use arc_swap::ArcSwap;
-use pingora_core::listeners::tls::TlsSettings;
-use pingora_proxy::HttpProxy;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -264,95 +260,6 @@ impl Gateway {
     }
 }
 
-/// The proxy's runtime and task, its shutdown switch, and its count of open
-/// connections.
-type ProxyRun = (
-    pingora_runtime::Runtime,
-    JoinHandle<()>,
-    watch::Sender<bool>,
-    Arc<AtomicUsize>,
-);
-
-/// The proxy service behind the front door, on its plain and TLS listeners,
-/// on runtimes of its own.
-fn serve_proxy(
-    config: &Config,
-    state: &Arc<ProxyState>,
-    plain: std::net::TcpListener,
-    tls: Option<(std::net::TcpListener, Option<Arc<SniResolver>>)>,
-) -> Result<ProxyRun, GatewayError> {
-    let threads = config.gateway.threads;
-    let conf = Arc::new(ServerConf {
-        threads,
-        upstream_keepalive_pool_size: config.gateway.upstream_keepalive_pool,
-        ..ServerConf::default()
-    });
-    let mut http = HttpProxy::new(
-        Proxy {
-            state: state.clone(),
-        },
-        conf,
-    );
-    http.handle_init_modules();
-    let open = Arc::new(AtomicUsize::new(0));
-    let door = Door::new(
-        Arc::new(http),
-        config.gateway.door,
-        state.metrics.clone(),
-        open.clone(),
-    );
-    let mut service = pingora_core::services::listening::Service::new("keygate".into(), door);
-    let fds: ListenFds = Arc::new(parking_lot::Mutex::new(Fds::new()));
-    let key = plain.local_addr().map_err(GatewayError::Proxy)?.to_string();
-    fds.lock().add(key.clone(), into_raw_fd(plain));
-    service.add_tcp(&key);
-    if let Some((listener, Some(resolver))) = tls {
-        let key = listener
-            .local_addr()
-            .map_err(GatewayError::Proxy)?
-            .to_string();
-        fds.lock().add(key.clone(), into_raw_fd(listener));
-        let mut settings = TlsSettings::intermediate("", "").map_err(GatewayError::Tls)?;
-        settings.set_cert_resolver(resolver);
-        if config.gateway.tls.as_ref().is_some_and(|t| t.http2) {
-            settings.enable_h2();
-        }
-        service.add_tls_with_settings(&key, None, settings);
-    }
-    let runtime = if config.gateway.work_stealing {
-        pingora_runtime::Runtime::new_steal(threads, "keygate-proxy")
-    } else {
-        pingora_runtime::Runtime::new_no_steal(threads, "keygate-proxy")
-    };
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let task = runtime.get_handle().spawn(async move {
-        service.start_service(Some(fds), shutdown_rx, 1).await;
-    });
-    Ok((runtime, task, shutdown_tx, open))
-}
-
-/// Serves the admin API until the returned sender says stop.
-fn serve_admin(
-    listener: std::net::TcpListener,
-    admin: Arc<AdminState>,
-) -> Result<(watch::Sender<bool>, JoinHandle<()>), GatewayError> {
-    let listener = tokio::net::TcpListener::from_std(listener).map_err(GatewayError::Admin)?;
-    let (stop_tx, mut stop_rx) = watch::channel(false);
-    let app = admin::router(admin);
-    let task = tokio::spawn(async move {
-        let stop = async move {
-            let _ = stop_rx.wait_for(|s| *s).await;
-        };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(stop)
-            .await
-        {
-            tracing::error!(error = %e, "admin listener failed");
-        }
-    });
-    Ok((stop_tx, task))
-}
-
 /// The key sync, after its first load: a gateway whose store is down starts
 /// not ready (and becomes ready when it answers); a missing schema is fatal.
 async fn first_load(
@@ -402,132 +309,4 @@ fn usage_pipeline(
         crate::usage::pipeline(&config.usage, stores.usage.clone(), metrics.clone())
             .map_err(|e| GatewayError::Usage(config.usage.spool_dir.clone(), e))?;
     Ok((Some(sink), Some(writer)))
-}
-
-fn into_raw_fd(l: std::net::TcpListener) -> std::os::fd::RawFd {
-    use std::os::fd::IntoRawFd;
-    l.into_raw_fd()
-}
-
-/// Where a serving gateway listens.
-#[derive(Debug, Clone, Copy)]
-pub struct Addrs {
-    pub proxy: SocketAddr,
-    pub tls: Option<SocketAddr>,
-    pub admin: SocketAddr,
-}
-
-/// A serving gateway. Dropping it without [`RunningGateway::stop`] stops it abruptly.
-pub struct RunningGateway {
-    addrs: Addrs,
-    reloader: Reloader,
-    handover: Handover,
-    grace: Duration,
-    state: Arc<ProxyState>,
-    shutdown_tx: watch::Sender<bool>,
-    /// Connections the proxy is serving (HTTP/1 ones between requests too).
-    connections: Arc<AtomicUsize>,
-    runtime: Option<pingora_runtime::Runtime>,
-    proxy_task: JoinHandle<()>,
-    admin_stop_tx: watch::Sender<bool>,
-    admin_task: JoinHandle<()>,
-    bg_stop_tx: watch::Sender<bool>,
-    background: Vec<JoinHandle<()>>,
-    usage_stop_tx: watch::Sender<Option<Stop>>,
-    usage_task: Option<JoinHandle<()>>,
-}
-
-impl RunningGateway {
-    pub fn proxy_addr(&self) -> SocketAddr {
-        self.addrs.proxy
-    }
-
-    pub fn admin_addr(&self) -> SocketAddr {
-        self.addrs.admin
-    }
-
-    pub fn addrs(&self) -> Addrs {
-        self.addrs
-    }
-
-    /// Re-reads the configuration file and applies what a reload can.
-    pub fn reload_file(&self, path: &std::path::Path) -> Result<Reloaded, ReloadError> {
-        self.reloader.reload_file(path)
-    }
-
-    /// Applies an already validated configuration (tests, embedders).
-    pub fn reload(&self, config: Config) -> Result<Reloaded, ReloadError> {
-        self.reloader.apply(config)
-    }
-
-    /// Hands the listening sockets to the process waiting on `socket`
-    /// (`keygate serve --upgrade`); then [`Self::stop`] this one gracefully.
-    pub fn hand_over(&self, socket: &std::path::Path) -> Result<usize, UpgradeError> {
-        self.handover.send(socket)
-    }
-
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.state.metrics
-    }
-
-    /// Stops the gateway. Graceful: stop accepting, wait up to the grace period
-    /// for in-flight requests and open connections (a kept-alive one is
-    /// closed after its next response, or after
-    /// [`DRAIN_IDLE`](crate::proxy::door::DRAIN_IDLE) idle), then
-    /// close what is left.
-    pub async fn stop(mut self, how: Stop) {
-        let _ = self.shutdown_tx.send(true);
-        if how == Stop::Graceful {
-            let deadline = Instant::now() + self.grace;
-            let busy = |g: &Self| {
-                g.state.metrics.inflight.get() > 0 || g.connections.load(Ordering::Relaxed) > 0
-            };
-            while busy(&self) && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            let left = self.state.metrics.inflight.get();
-            if left > 0 {
-                tracing::warn!(
-                    requests = left,
-                    "grace period over; closing requests still in flight"
-                );
-            }
-            let _ = tokio::time::timeout(Duration::from_secs(1), &mut self.proxy_task).await;
-        }
-        if let Some(rt) = self.runtime.take() {
-            let _ = tokio::task::spawn_blocking(move || {
-                rt.shutdown_timeout(Duration::from_millis(500))
-            })
-            .await;
-        }
-        // Every request has been recorded by now: flush the usage queue.
-        let _ = self.usage_stop_tx.send(Some(how));
-        if let Some(task) = &mut self.usage_task {
-            let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
-        }
-        let _ = self.bg_stop_tx.send(true);
-        for task in &mut self.background {
-            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-        }
-        let _ = self.admin_stop_tx.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.admin_task).await;
-        self.admin_task.abort();
-    }
-}
-
-impl Drop for RunningGateway {
-    fn drop(&mut self) {
-        let _ = self.shutdown_tx.send(true);
-        let _ = self.admin_stop_tx.send(true);
-        let _ = self.bg_stop_tx.send(true);
-        let _ = self.usage_stop_tx.send(Some(Stop::Fast));
-        self.admin_task.abort();
-        for task in &self.background {
-            task.abort();
-        }
-        if let Some(rt) = self.runtime.take() {
-            // Dropping a runtime inside async code panics; let a thread do it.
-            std::thread::spawn(move || rt.shutdown_timeout(Duration::from_millis(100)));
-        }
-    }
 }
