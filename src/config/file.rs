@@ -189,6 +189,7 @@ pub struct WebhooksSection {
     pub batch_size: Option<usize>,
     pub key_expiring_days: Option<u32>,
     pub credits_low_threshold: Option<i64>,
+    pub retention: Option<Lenient<Duration>>,
 }
 
 /// One `[[webhook]]` endpoint.

@@ -311,6 +311,8 @@ pub trait WebhookStore: Send + Sync {
         id: Uuid,
         now: DateTime<Utc>,
     ) -> Result<Option<crate::webhooks::model::Delivery>, StoreError>;
+    /// Deletes delivered and dead rows whose last attempt was before `before`.
+    async fn prune(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
     /// Deliveries not yet delivered or dead.
     async fn backlog(&self) -> Result<i64, StoreError>;
     /// Live keys expiring in `(now, until]`, soonest first.

@@ -104,6 +104,9 @@ impl Worker {
                 if let Err(e) = self.scan_expiring().await {
                     tracing::warn!(error = %e, "webhooks: key.expiring scan failed");
                 }
+                if let Err(e) = self.prune().await {
+                    tracing::warn!(error = %e, "webhooks: pruning old deliveries failed");
+                }
             }
             polls = polls.wrapping_add(1);
             let full = match self.tick().await {
@@ -214,6 +217,18 @@ impl Worker {
 
     fn backoff(&self, n: i64) -> chrono::Duration {
         backoff(self.cfg.initial_backoff, self.cfg.max_backoff, n)
+    }
+
+    /// Deletes delivered and dead-lettered rows older than `webhooks.retention`.
+    pub async fn prune(&self) -> Result<u64, StoreError> {
+        let retention =
+            chrono::Duration::from_std(self.cfg.retention).unwrap_or(chrono::Duration::MAX);
+        let before = self
+            .clock
+            .now()
+            .checked_sub_signed(retention)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        self.store.prune(before).await
     }
 
     /// Enqueues `key.expiring` for keys expiring within `key_expiring_days`:

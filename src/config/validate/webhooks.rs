@@ -45,6 +45,9 @@ pub struct WebhooksConfig {
     pub key_expiring_days: u32,
     /// `credits.low` when a balance falls below this; `None`: off.
     pub credits_low_threshold: Option<i64>,
+    /// Delivered and dead-lettered rows are deleted this long after their
+    /// last attempt.
+    pub retention: Duration,
 }
 
 impl Default for WebhooksConfig {
@@ -59,6 +62,7 @@ impl Default for WebhooksConfig {
             batch_size: 50,
             key_expiring_days: 7,
             credits_low_threshold: None,
+            retention: Duration::from_secs(30 * 86_400),
         }
     }
 }
@@ -90,6 +94,7 @@ impl Checker {
             batch_size: self.at_least_one("webhooks.batch_size", t.batch_size, d.batch_size),
             key_expiring_days: t.key_expiring_days.unwrap_or(d.key_expiring_days),
             credits_low_threshold: t.credits_low_threshold,
+            retention: self.duration("webhooks.retention", t.retention, d.retention),
         };
         if c.max_backoff < c.initial_backoff {
             self.problem(

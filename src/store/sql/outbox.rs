@@ -34,6 +34,10 @@ const DEAD: &str = "UPDATE webhook_deliveries SET status = 'dead', attempts = at
      lease_until = NULL, last_status = $2, last_error = $3 WHERE id = $1";
 const RETRY: &str = "UPDATE webhook_deliveries SET status = 'pending', next_at = $2, since = $2, \
      lease_until = NULL WHERE id = $1";
+/// Finished rows whose last attempt is older than `$1` (a dead row's
+/// `next_at` is its last attempt).
+const PRUNE: &str = "DELETE FROM webhook_deliveries WHERE (status = 'delivered' AND delivered_at < $1) \
+     OR (status = 'dead' AND next_at < $1)";
 const BACKLOG: &str = "SELECT COUNT(*) AS n FROM webhook_deliveries WHERE status = 'pending'";
 const EXPIRING: &str = "SELECT id, owner_id, name, expires_at FROM api_keys \
      WHERE revoked_at IS NULL AND rotated_to IS NULL AND expires_at IS NOT NULL \
@@ -235,6 +239,11 @@ impl<D: Dialect> WebhookStore for SqlStore<D> {
         let d = row.map(|r| delivery(&r)).transpose()?;
         tx.commit().await?;
         Ok(d)
+    }
+
+    async fn prune(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut s = self.d.conn().await?;
+        s.execute(PRUNE, vec![Value::Time(Some(before))]).await
     }
 
     async fn backlog(&self) -> Result<i64, StoreError> {

@@ -9,6 +9,7 @@
 
 mod delivery;
 mod instances;
+mod retention;
 mod signals;
 
 use std::collections::HashMap;
