@@ -156,8 +156,22 @@ def tls_lines(results):
     return lines
 
 
+def relative_lines(results):
+    """p50/p99 of each proxy at half of its own maximum, and p99 over nginx's at the same relative load."""
+    own = {n: results[n]["paced_own"] for n in MAIN_ROWS if n in results and "paced_own" in results[n]}
+    if "nginx" not in own:
+        return []
+    nginx_p99 = own["nginx"]["p99"] or 0
+    lines = ["", "Latency at equal relative load (each proxy paced at half of its own maximum):", "",
+             "| scenario | rate req/s | p50 µs | p99 µs | p99 vs nginx's |", "|---|---:|---:|---:|---:|"]
+    for n, r in own.items():
+        vs = f"{(r['p99'] or 0) / nginx_p99:.2f}" if nginx_p99 else "-"
+        lines.append(f"| {n} | {r['rate']} | {fmt_us(r['p50'])} | {fmt_us(r['p99'])} | {vs} |")
+    return lines
+
+
 def report(args, results, rate, stamp, extra=()):
-    lines = header(args, rate) + main_table(results) + [""] + ratio_lines(results)
+    lines = header(args, rate) + main_table(results) + relative_lines(results) + [""] + ratio_lines(results)
     lines += [""] + goal_lines(results) + tls_lines(results) + list(extra)
     text = "\n".join(lines)
     print(text)

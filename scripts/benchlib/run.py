@@ -140,6 +140,13 @@ def measure(ctx):
     pace.write_text(PACE)
     for s in rows:
         results[s.name]["paced"] = measure_paced(ctx, s, rate, pace)
+    # Equal relative load: each proxy row at half of its own maximum (a proxy
+    # slower than half of nginx is overloaded at `rate`, and its p99 there is
+    # its queue, not its latency).
+    for s in rows:
+        if s.name != "direct":
+            own = int(results[s.name]["rps"] / 2)
+            results[s.name]["paced_own"] = dict(measure_paced(ctx, s, own, pace), rate=own)
     tls = measure_tls(ctx)
     if tls:
         results["tls"] = tls
