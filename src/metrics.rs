@@ -94,6 +94,47 @@ impl DeliveryResult {
     }
 }
 
+/// How a report to the secret-scanning endpoint ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanResult {
+    /// Verified and handled: GitHub got its feedback.
+    Answered,
+    /// Unsigned, mis-signed or signed with an unknown key (401).
+    Unauthorized,
+    /// Malformed, too large, unreadable or not a POST.
+    Refused,
+    /// The keys or the store were unavailable: GitHub is told to retry (503).
+    Unavailable,
+}
+
+impl ScanResult {
+    pub const ALL: [ScanResult; 4] = [
+        ScanResult::Answered,
+        ScanResult::Unauthorized,
+        ScanResult::Refused,
+        ScanResult::Unavailable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScanResult::Answered => "answered",
+            ScanResult::Unauthorized => "unauthorized",
+            ScanResult::Refused => "refused",
+            ScanResult::Unavailable => "unavailable",
+        }
+    }
+
+    /// The result an answer's HTTP status stands for.
+    pub fn of_status(status: u16) -> ScanResult {
+        match status {
+            200 => ScanResult::Answered,
+            401 => ScanResult::Unauthorized,
+            503 => ScanResult::Unavailable,
+            _ => ScanResult::Refused,
+        }
+    }
+}
+
 /// One route's request counters (per outcome) and latency histogram,
 /// resolved once per configuration so recording is a few atomics.
 pub struct RouteMetrics {
@@ -118,6 +159,9 @@ pub struct Metrics {
     pub usage_queue_depth: IntGauge,
     pub inflight: IntGauge,
     webhook_deliveries: [IntCounter; 3],
+    scan_reports: [IntCounter; 4],
+    /// Reported tokens: keygate's (true positive) and not (false positive).
+    scan_tokens: [IntCounter; 2],
     pub webhook_backlog: IntGauge,
     /// Request-path webhook signals dropped because their queue was full.
     pub webhook_signals_dropped: IntCounter,
@@ -224,6 +268,20 @@ impl Metrics {
             "keygate_webhook_deliveries_total",
             "Webhook delivery attempts by result",
         )?;
+        let scans = by_result(
+            "keygate_secret_scanning_reports_total",
+            "Reports to the secret-scanning endpoint by result",
+        )?;
+        let tokens = reg(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "keygate_secret_scanning_tokens_total",
+                    "Tokens in verified secret-scanning reports, by GitHub's label",
+                ),
+                &["label"],
+            )?,
+        )?;
         build_info(&r)?;
         Ok(Metrics {
             requests,
@@ -259,6 +317,9 @@ impl Metrics {
             inflight: gauge("keygate_inflight_requests", "Requests being processed")?,
             webhook_deliveries: DeliveryResult::ALL
                 .map(|x| deliveries.with_label_values(&[x.as_str()])),
+            scan_reports: ScanResult::ALL.map(|x| scans.with_label_values(&[x.as_str()])),
+            scan_tokens: ["true_positive", "false_positive"]
+                .map(|l| tokens.with_label_values(&[l])),
             webhook_backlog: gauge(
                 "keygate_webhook_outbox_backlog",
                 "Webhook deliveries not yet delivered or dead-lettered",
@@ -293,6 +354,13 @@ impl Metrics {
 
     pub fn usage_count(&self, result: UsageResult) -> u64 {
         self.usage_events[result.index()].get()
+    }
+
+    /// Counts a report to the secret-scanning endpoint and its tokens.
+    pub fn scan_report(&self, result: ScanResult, true_positives: u64, false_positives: u64) {
+        self.scan_reports[result as usize].inc();
+        self.scan_tokens[0].inc_by(true_positives);
+        self.scan_tokens[1].inc_by(false_positives);
     }
 
     pub fn webhook_delivery(&self, result: DeliveryResult) {

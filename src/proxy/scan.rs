@@ -13,7 +13,8 @@ use serde_json::json;
 
 use super::ctx::RequestCtx;
 use crate::leak::signature::SignatureError;
-use crate::leak::{ScanError, Scanner};
+use crate::leak::{Label, ScanError, Scanner};
+use crate::metrics::{Metrics, ScanResult};
 
 /// How long the whole body may take to arrive.
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,12 +45,26 @@ impl Scanner {
 }
 
 /// Answers a request for the endpoint.
-pub async fn serve(scanner: &Arc<Scanner>, session: &mut Session, ctx: &RequestCtx) {
+pub async fn serve(
+    scanner: &Arc<Scanner>,
+    session: &mut Session,
+    ctx: &RequestCtx,
+    metrics: &Metrics,
+) {
+    let (mut tp, mut fp) = (0, 0);
     let (status, body) = match report(scanner, session).await {
-        Answer::Feedback(feedback) => (200, Bytes::from(json!(feedback).to_string())),
+        Answer::Feedback(feedback) => {
+            tp = feedback
+                .iter()
+                .filter(|f| f.label == Label::TruePositive)
+                .count() as u64;
+            fp = feedback.len() as u64 - tp;
+            (200, Bytes::from(json!(feedback).to_string()))
+        }
         Answer::Refused(r) => refused(r, ctx),
         Answer::Failed(e) => failed(&e, ctx),
     };
+    metrics.scan_report(ScanResult::of_status(status), tp, fp);
     let mut h = match ResponseHeader::build(status, Some(5)) {
         Ok(h) => h,
         Err(_) => return,

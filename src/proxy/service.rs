@@ -61,7 +61,7 @@ impl ProxyHttp for Proxy {
             .filter(|sc| sc.serves(session.req_header()))
         {
             ctx.scan = true;
-            super::scan::serve(scanner, session, ctx).await;
+            super::scan::serve(scanner, session, ctx, &s.metrics).await;
             return Ok(true);
         }
         let verdict = s.gate.admit(session.req_header(), ctx).await;

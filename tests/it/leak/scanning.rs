@@ -54,6 +54,15 @@ async fn a_reported_key_is_refused_by_two_gateways_within_a_second() {
     let body = report(&tokens, URL);
     let (code, feedback) = post_signed(&a, &body, "gh-1", &gh).await;
     assert_eq!(code, 200, "{feedback}");
+    let tokens_labelled =
+        |l: &str| format!("keygate_secret_scanning_tokens_total{{label=\"{l}\"}}");
+    assert_eq!(a.metric(&tokens_labelled("true_positive")).await, 1.0);
+    assert_eq!(a.metric(&tokens_labelled("false_positive")).await, 2.0);
+    assert_eq!(
+        a.metric("keygate_secret_scanning_reports_total{result=\"answered\"}")
+            .await,
+        1.0
+    );
     let want = [
         (token_hash(tokens[0]), "true_positive"),
         (token_hash(tokens[1]), "false_positive"),
@@ -188,6 +197,11 @@ async fn forged_unsigned_unknown_and_changed_reports_change_nothing() {
     assert!(audit_rows(&s, "key.leaked", None).await.is_empty());
     // The malformed ones were signed with a known key: no fetch beyond the first.
     assert_eq!(keys.fetches(), 1);
+    // Counted by result: nine refused signatures, the malformed, oversized and GET ones.
+    let reports = |r: &str| format!("keygate_secret_scanning_reports_total{{result=\"{r}\"}}");
+    assert_eq!(gw.metric(&reports("unauthorized")).await, 9.0);
+    assert_eq!(gw.metric(&reports("refused")).await, 4.0);
+    assert_eq!(gw.metric(&reports("answered")).await, 0.0);
     gw.stop().await;
 }
 
