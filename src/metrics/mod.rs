@@ -9,6 +9,9 @@ use prometheus::{
 
 use crate::outcome::Outcome;
 
+mod labels;
+pub use labels::{DeliveryResult, ReloadResult, ScanResult, UsageResult};
+
 /// The route label for requests that matched no route.
 pub const NO_ROUTE: &str = "_none";
 
@@ -20,120 +23,6 @@ const AUTH_BUCKETS: &[f64] = &[
     0.000_002, 0.000_005, 0.00001, 0.000_025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
     0.005, 0.01, 0.05, 0.1,
 ];
-
-/// How a configuration reload ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReloadResult {
-    Ok,
-    Invalid,
-}
-
-impl ReloadResult {
-    pub const ALL: [ReloadResult; 2] = [ReloadResult::Ok, ReloadResult::Invalid];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReloadResult::Ok => "ok",
-            ReloadResult::Invalid => "invalid",
-        }
-    }
-}
-
-/// What happened to a usage record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UsageResult {
-    Written,
-    Spooled,
-    Dropped,
-}
-
-impl UsageResult {
-    pub const ALL: [UsageResult; 3] = [
-        UsageResult::Written,
-        UsageResult::Spooled,
-        UsageResult::Dropped,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UsageResult::Written => "written",
-            UsageResult::Spooled => "spooled",
-            UsageResult::Dropped => "dropped",
-        }
-    }
-
-    /// Position in [`UsageResult::ALL`] (and in the counters built from it).
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// How a webhook delivery attempt ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeliveryResult {
-    Delivered,
-    /// Failed; tried again later.
-    Failed,
-    /// Failed for the last time (dead-lettered).
-    Dead,
-}
-
-impl DeliveryResult {
-    pub const ALL: [DeliveryResult; 3] = [
-        DeliveryResult::Delivered,
-        DeliveryResult::Failed,
-        DeliveryResult::Dead,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeliveryResult::Delivered => "delivered",
-            DeliveryResult::Failed => "failed",
-            DeliveryResult::Dead => "dead",
-        }
-    }
-}
-
-/// How a report to the secret-scanning endpoint ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScanResult {
-    /// Verified and handled: GitHub got its feedback.
-    Answered,
-    /// Unsigned, mis-signed or signed with an unknown key (401).
-    Unauthorized,
-    /// Malformed, too large, unreadable or not a POST.
-    Refused,
-    /// The keys or the store were unavailable: GitHub is told to retry (503).
-    Unavailable,
-}
-
-impl ScanResult {
-    pub const ALL: [ScanResult; 4] = [
-        ScanResult::Answered,
-        ScanResult::Unauthorized,
-        ScanResult::Refused,
-        ScanResult::Unavailable,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ScanResult::Answered => "answered",
-            ScanResult::Unauthorized => "unauthorized",
-            ScanResult::Refused => "refused",
-            ScanResult::Unavailable => "unavailable",
-        }
-    }
-
-    /// The result an answer's HTTP status stands for.
-    pub fn of_status(status: u16) -> ScanResult {
-        match status {
-            200 => ScanResult::Answered,
-            401 => ScanResult::Unauthorized,
-            503 => ScanResult::Unavailable,
-            _ => ScanResult::Refused,
-        }
-    }
-}
 
 /// One route's request counters (per outcome) and latency histogram,
 /// resolved once per configuration so recording is a few atomics.
@@ -230,6 +119,31 @@ fn request_metrics(
     Ok((requests, durations, auth_duration))
 }
 
+/// The secret-scanning endpoint's reports by result, and their tokens by
+/// GitHub's label (true positive first).
+fn scan_metrics(r: &Registry) -> Result<([IntCounter; 4], [IntCounter; 2]), MetricsError> {
+    let counter_vec = |name, help, label| -> Result<IntCounterVec, MetricsError> {
+        Ok(reg(
+            r,
+            IntCounterVec::new(Opts::new(name, help), &[label])?,
+        )?)
+    };
+    let reports = counter_vec(
+        "keygate_secret_scanning_reports_total",
+        "Reports to the secret-scanning endpoint by result",
+        "result",
+    )?;
+    let tokens = counter_vec(
+        "keygate_secret_scanning_tokens_total",
+        "Tokens in verified secret-scanning reports, by GitHub's label",
+        "label",
+    )?;
+    Ok((
+        ScanResult::ALL.map(|x| reports.with_label_values(&[x.as_str()])),
+        ["true_positive", "false_positive"].map(|l| tokens.with_label_values(&[l])),
+    ))
+}
+
 /// `keygate_build_info{version}`, always 1.
 fn build_info(r: &Registry) -> Result<(), MetricsError> {
     let build_info = reg(
@@ -268,20 +182,7 @@ impl Metrics {
             "keygate_webhook_deliveries_total",
             "Webhook delivery attempts by result",
         )?;
-        let scans = by_result(
-            "keygate_secret_scanning_reports_total",
-            "Reports to the secret-scanning endpoint by result",
-        )?;
-        let tokens = reg(
-            &r,
-            IntCounterVec::new(
-                Opts::new(
-                    "keygate_secret_scanning_tokens_total",
-                    "Tokens in verified secret-scanning reports, by GitHub's label",
-                ),
-                &["label"],
-            )?,
-        )?;
+        let (scan_reports, scan_tokens) = scan_metrics(&r)?;
         build_info(&r)?;
         Ok(Metrics {
             requests,
@@ -317,9 +218,8 @@ impl Metrics {
             inflight: gauge("keygate_inflight_requests", "Requests being processed")?,
             webhook_deliveries: DeliveryResult::ALL
                 .map(|x| deliveries.with_label_values(&[x.as_str()])),
-            scan_reports: ScanResult::ALL.map(|x| scans.with_label_values(&[x.as_str()])),
-            scan_tokens: ["true_positive", "false_positive"]
-                .map(|l| tokens.with_label_values(&[l])),
+            scan_reports,
+            scan_tokens,
             webhook_backlog: gauge(
                 "keygate_webhook_outbox_backlog",
                 "Webhook deliveries not yet delivered or dead-lettered",
