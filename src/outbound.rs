@@ -137,6 +137,14 @@ impl Outbound {
 }
 
 /// An `http://` or `https://` URL with a host.
+/// Request headers from static pairs, each header once.
+pub fn static_headers(pairs: &[(http::HeaderName, &'static str)]) -> HeaderMap {
+    pairs
+        .iter()
+        .map(|(name, value)| (name.clone(), http::HeaderValue::from_static(value)))
+        .collect()
+}
+
 pub fn parse_url(url: &str) -> Result<Uri, OutboundError> {
     let uri: Uri = url
         .parse()

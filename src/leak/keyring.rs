@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method};
+use http::Method;
 use tokio::sync::Mutex;
 
 use super::signature::{Keys, KeysError, SignatureError};
@@ -103,15 +103,10 @@ impl Keyring {
     }
 
     async fn fetch(&self) -> Result<Keys, FetchError> {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            http::header::ACCEPT,
-            HeaderValue::from_static("application/json"),
-        );
-        headers.insert(
-            http::header::USER_AGENT,
-            HeaderValue::from_static("keygate-secret-scanning"),
-        );
+        let headers = crate::outbound::static_headers(&[
+            (http::header::ACCEPT, "application/json"),
+            (http::header::USER_AGENT, "keygate-secret-scanning"),
+        ]);
         let resp = self
             .outbound
             .send(

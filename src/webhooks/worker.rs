@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use http::{HeaderMap, HeaderValue, Method};
+use http::{HeaderValue, Method};
 use rand::RngExt;
 use tokio::sync::watch;
 
@@ -166,15 +166,10 @@ impl Worker {
         };
         let ts = self.clock.now().timestamp();
         let body = Bytes::from(c.payload.clone());
-        let mut h = HeaderMap::new();
-        h.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        h.insert(
-            http::header::USER_AGENT,
-            HeaderValue::from_static("keygate-webhooks"),
-        );
+        let mut h = crate::outbound::static_headers(&[
+            (http::header::CONTENT_TYPE, "application/json"),
+            (http::header::USER_AGENT, "keygate-webhooks"),
+        ]);
         let sig = t.secret.sign(&c.event_id, ts, &body);
         for (name, value) in [
             ("webhook-id", c.event_id.clone()),

@@ -104,6 +104,22 @@ impl Checker {
             }
         }
     }
+
+    /// [`Self::size`] with a ceiling; above it, `too_large` is the problem.
+    pub fn size_at_most(
+        &mut self,
+        path: &str,
+        value: Option<&str>,
+        default: u64,
+        max: u64,
+        too_large: &str,
+    ) -> u64 {
+        let n = self.size(path, value, default);
+        if n > max {
+            self.problem(path, too_large);
+        }
+        n
+    }
 }
 
 pub fn validate_cidr(s: &str) -> Result<IpNetwork, String> {

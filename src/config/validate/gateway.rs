@@ -101,17 +101,13 @@ impl Checker {
                 format!("at most {PINGORA_MAX_HEADERS} (Pingora's limit)"),
             );
         }
-        let bytes = self.size(
+        let bytes = self.size_at_most(
             "gateway.max_header_size",
             g.max_header_size.as_deref(),
             d.max_header_bytes as u64,
+            PINGORA_MAX_HEADER_BYTES,
+            "at most 1MiB - 1 (Pingora's limit)",
         );
-        if bytes > PINGORA_MAX_HEADER_BYTES {
-            self.problem(
-                "gateway.max_header_size",
-                "at most 1MiB - 1 (Pingora's limit)",
-            );
-        }
         DoorLimits {
             head_timeout: self.duration(
                 "gateway.request_head_timeout",

@@ -43,14 +43,13 @@ impl Checker {
                 format!("{url:?} is not an http(s) URL"),
             );
         }
-        let max_body = self.size(
+        let max_body = self.size_at_most(
             "secret_scanning.max_body",
             s.max_body.as_deref(),
             d.max_body as u64,
+            MAX_BODY_LIMIT,
+            "at most 16MiB",
         );
-        if max_body > MAX_BODY_LIMIT {
-            self.problem("secret_scanning.max_body", "at most 16MiB");
-        }
         SecretScanningConfig {
             enabled: s.enabled.unwrap_or(d.enabled),
             path,

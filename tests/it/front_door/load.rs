@@ -22,6 +22,23 @@ impl Tally {
         self.statuses.values().sum()
     }
 
+    /// Prints the tally under `what`, then asserts that no request failed
+    /// and every response was a 200.
+    pub fn assert_all_ok(&self, what: &str) {
+        eprintln!(
+            "{what}: {} responses, {} failed",
+            self.responses(),
+            self.errors.len()
+        );
+        assert!(self.errors.is_empty(), "failed requests: {:?}", self.errors);
+        assert_eq!(
+            self.statuses.keys().collect::<Vec<_>>(),
+            vec![&200],
+            "{:?}",
+            self.statuses
+        );
+    }
+
     fn merge(&mut self, other: Tally) {
         for (s, n) in other.statuses {
             *self.statuses.entry(s).or_default() += n;

@@ -123,22 +123,7 @@ async fn ten_reloads_under_load_fail_no_request_and_lose_no_usage_row() {
     }
     tokio::time::sleep(Duration::from_millis(150)).await;
     let tally = load.finish().await;
-    eprintln!(
-        "10 reloads under load: {} responses, {} failed",
-        tally.responses(),
-        tally.errors.len()
-    );
-    assert!(
-        tally.errors.is_empty(),
-        "failed requests: {:?}",
-        tally.errors
-    );
-    assert_eq!(
-        tally.statuses.keys().collect::<Vec<_>>(),
-        vec![&200],
-        "{:?}",
-        tally.statuses
-    );
+    tally.assert_all_ok("10 reloads under load");
     assert!(tally.responses() > 200, "the load ran: {tally:?}");
     assert!(
         up_a.count() > 0 && up_b.count() > 0,
