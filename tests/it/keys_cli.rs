@@ -23,18 +23,8 @@ impl Cli {
             StoreKind::Sqlite => format!("sqlite://{}", dir.path().join("keygate.db").display()),
         };
         let config = dir.path().join("keygate.toml");
-        let mut file = binary::store_config(&db);
+        let mut file = binary::cli_config(&db);
         file.keys.max_per_owner = Some(3);
-        file.upstream.push(keygate::config::file::UpstreamSection {
-            name: "u".into(),
-            servers: vec!["127.0.0.1:9".into()],
-            ..Default::default()
-        });
-        file.route.push(keygate::config::file::RouteSection {
-            name: "orders".into(),
-            upstream: "u".into(),
-            ..Default::default()
-        });
         binary::write_config(&config, &file);
         Cli { _dir: dir, config }
     }

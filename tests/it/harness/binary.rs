@@ -23,6 +23,23 @@ pub fn store_config(db_url: &str) -> FileConfig {
     file
 }
 
+/// For CLI tests: `db_url` and a route `orders` (to upstream `u` at a port
+/// nothing listens on), so keys can name a route.
+pub fn cli_config(db_url: &str) -> FileConfig {
+    let mut file = store_config(db_url);
+    file.upstream.push(UpstreamSection {
+        name: "u".into(),
+        servers: vec!["127.0.0.1:9".into()],
+        ..Default::default()
+    });
+    file.route.push(keygate::config::file::RouteSection {
+        name: "orders".into(),
+        upstream: "u".into(),
+        ..Default::default()
+    });
+    file
+}
+
 /// A gateway (and admin API) on free ports, on `db_url`, with one public
 /// catch-all route `r` to `upstream` `u`.
 pub fn serving_config(db_url: &str, upstream: SocketAddr) -> FileConfig {

@@ -32,18 +32,7 @@ async fn config(kind: StoreKind, dir: &Path) -> PathBuf {
         StoreKind::Sqlite => format!("sqlite://{}", dir.join("keygate.db").display()),
     };
     let config = dir.join("keygate.toml");
-    let mut file = binary::store_config(&db);
-    file.upstream.push(keygate::config::file::UpstreamSection {
-        name: "u".into(),
-        servers: vec!["127.0.0.1:9".into()],
-        ..Default::default()
-    });
-    file.route.push(keygate::config::file::RouteSection {
-        name: "orders".into(),
-        upstream: "u".into(),
-        ..Default::default()
-    });
-    binary::write_config(&config, &file);
+    binary::write_config(&config, &binary::cli_config(&db));
     config
 }
 
