@@ -125,6 +125,11 @@ impl RedisSentinel {
     }
 
     /// The port of the replica at start (the new master after a failover).
+    /// The replica's log (for failure messages).
+    pub fn replica_log(&self) -> String {
+        self.replica.log()
+    }
+
     pub fn replica_port(&self) -> u16 {
         self.replica.port
     }

@@ -6,7 +6,7 @@ use redis::AsyncCommands;
 
 use super::blocking;
 use crate::harness::redis_cluster::RedisCluster;
-use crate::harness::redis_node::{query, text};
+use crate::harness::redis_node::{poll, query, text};
 use crate::harness::redis_sentinel::RedisSentinel;
 use crate::harness::redis_tls::{self, RedisTls};
 use crate::harness::tls::{TestCa, install_crypto_provider};
@@ -97,7 +97,20 @@ async fn sentinel_fails_over(sentinels: usize) {
     assert_eq!(s.current_master_port(), Some(s.master_port()));
     let master_url = format!("redis://127.0.0.1:{}", s.master_port());
     query(&master_url, &["SET", "kg:sentinel", "before"]).expect("SET on master");
+    // The key must be on the replica before the master dies, or the new
+    // master cannot have it. WAIT alone is not enough here: right after the
+    // first sync it answered 1 while the replica had not applied the write.
     query(&master_url, &["WAIT", "1", "2000"]).expect("WAIT");
+    let replica_url = format!("redis://127.0.0.1:{}", s.replica_port());
+    let replicated = poll(Duration::from_secs(10), || {
+        let v = query(&replica_url, &["GET", "kg:sentinel"]).ok()?;
+        (v == redis::Value::BulkString(b"before".to_vec())).then_some(())
+    });
+    assert!(
+        replicated.is_some(),
+        "write not on the replica:\n{}",
+        s.replica_log()
+    );
     let start = Instant::now();
     s.fail_master();
     let s = blocking(move || {
