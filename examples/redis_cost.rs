@@ -6,14 +6,16 @@
 //! arguments) on a current-thread runtime with many calls in flight, the way
 //! a proxy thread does, and reports this process's CPU time per call (user +
 //! system: argument building, the multiplexed connection, the socket
-//! syscalls, reply parsing). Redis's own CPU is not in it.
+//! syscalls, reply parsing). Redis's own CPU is not in it. Calls in flight
+//! together share script calls ([`keygate::ratelimit::redis`]); the report
+//! says how many requests each script call carried.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keygate::config::{RedisConfig, RedisTopology, Secret};
 use keygate::ratelimit::decision::{Check, Scope, Span};
-use keygate::ratelimit::redis::{Call, RedisBackend};
+use keygate::ratelimit::redis::{Call, RedisBackend, RedisMetrics};
 use keygate::ratelimit::window::Window;
 
 fn cpu_seconds() -> f64 {
@@ -47,11 +49,12 @@ async fn run(
         topology: RedisTopology::Standalone(Secret::new(url)),
         tls_ca_file: None,
     };
-    let backend = Arc::new(RedisBackend::new(
-        &cfg,
-        5,
-        prometheus::IntCounter::new("x", "x")?,
-    )?);
+    let batch = prometheus::Histogram::with_opts(prometheus::HistogramOpts::new("b", "b"))?;
+    let metrics = RedisMetrics {
+        master_changes: prometheus::IntCounter::new("x", "x")?,
+        batch: batch.clone(),
+    };
+    let backend = Arc::new(RedisBackend::new(&cfg, 5, metrics)?);
     let timeout = Duration::from_secs(2);
     backend.probe(timeout).await?;
     let checks: Vec<Check> = [Window::Second, Window::Minute, Window::Hour, Window::Day]
@@ -84,6 +87,7 @@ async fn run(
             calls
         };
         let (cpu0, t0) = (cpu_seconds(), Instant::now());
+        let (calls0, requests0) = (batch.get_sample_count(), batch.get_sample_sum());
         let mut set = tokio::task::JoinSet::new();
         let mut done = 0usize;
         let mut started = 0usize;
@@ -98,8 +102,10 @@ async fn run(
             }
         }
         let (cpu, wall) = (cpu_seconds() - cpu0, t0.elapsed().as_secs_f64());
+        let script_calls = batch.get_sample_count() - calls0;
+        let per_call = (batch.get_sample_sum() - requests0) / script_calls.max(1) as f64;
         println!(
-            "{round}: {n} calls, {in_flight} in flight: {:.2} µs CPU/call, {:.0} calls/s",
+            "{round}: {n} calls, {in_flight} in flight: {:.2} µs CPU/call, {:.0} calls/s, {script_calls} script calls ({per_call:.1} requests each)",
             cpu * 1e6 / n as f64,
             n as f64 / wall
         );

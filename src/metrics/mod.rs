@@ -43,6 +43,8 @@ pub struct Metrics {
     pub ratelimit_backend_errors: IntCounter,
     pub ratelimit_degraded: IntGauge,
     pub ratelimit_master_changes: IntCounter,
+    /// Requests per rate-limit script call (those that arrived together).
+    pub ratelimit_script_batch: Histogram,
     usage_events: [IntCounter; 3],
     config_reloads: [IntCounter; 2],
     pub usage_queue_depth: IntGauge,
@@ -208,6 +210,16 @@ impl Metrics {
             ratelimit_master_changes: counter(
                 "keygate_ratelimit_master_changes_total",
                 "Times the Redis sentinels named a different master (failovers seen)",
+            )?,
+            ratelimit_script_batch: reg(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "keygate_ratelimit_script_batch_requests",
+                        "Requests decided by one Redis rate-limit script call (requests on one thread that arrived while a call was in flight go together)",
+                    )
+                    .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
+                )?,
             )?,
             config_reloads: ReloadResult::ALL.map(|x| reloads.with_label_values(&[x.as_str()])),
             usage_events: UsageResult::ALL.map(|x| usage.with_label_values(&[x.as_str()])),

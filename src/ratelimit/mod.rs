@@ -121,7 +121,10 @@ impl Limiter {
             RateLimitBackend::Redis(cfg) => Some(Arc::new(RedisBackend::new(
                 cfg,
                 rl.breaker_failures,
-                metrics.ratelimit_master_changes.clone(),
+                redis::RedisMetrics {
+                    master_changes: metrics.ratelimit_master_changes.clone(),
+                    batch: metrics.ratelimit_script_batch.clone(),
+                },
             )?)),
         };
         let (batched, batch_interval) = match (&redis, rl.mode) {

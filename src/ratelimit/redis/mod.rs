@@ -1,12 +1,14 @@
-//! The Redis backend: one `EVALSHA` per request checks and counts every window
-//! (and debits the credits) atomically ([`script`]). Concurrent requests share
-//! one multiplexed connection, so they are pipelined. Every key of one request
+//! The Redis backend: one script run checks and counts every window of a
+//! request (and debits the credits) atomically ([`script`]). Requests that
+//! arrive on a thread while its call is in flight go together in the next
+//! `EVALSHA` ([`combine`]). Every key of one request
 //! carries one hash tag, so they live in one Redis Cluster slot: `{<limit id>}`
 //! for a key whose owner counts nothing of its own, `{o:<owner id>}` for every
 //! key of an owner with shared limits or credits (the owner's counters must
 //! share the slot of each of its keys'). Standalone, cluster and sentinel
 //! topologies differ only in how a connection is opened ([`target`]).
 
+mod combine;
 mod keys;
 pub mod script;
 mod target;
@@ -16,14 +18,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::ThreadId;
 use std::time::Duration;
 
-use prometheus::IntCounter;
+use prometheus::{Histogram, IntCounter};
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 
 use super::breaker::Breaker;
-use super::decision::{Check, Scope, Span};
+use super::decision::{Check, Span};
 use crate::config::RedisConfig;
 use crate::credits::cell::Ask;
-use keys::BucketKey;
+use combine::{Batch, Combiner};
 pub use keys::{LineagePrefix, bucket_key, bucket_pair, bucket_ttl_ms, key_prefix, owner_tag};
 pub use script::{CreditReply, Reply};
 pub use target::TargetError as BackendError;
@@ -53,13 +55,19 @@ pub struct CreditCall<'a> {
     pub seed: Option<i64>,
 }
 
+/// What the backend counts: failovers seen, requests per script call.
+pub struct RedisMetrics {
+    pub master_changes: IntCounter,
+    pub batch: Histogram,
+}
+
 pub struct RedisBackend {
     target: Target,
-    script: redis::Script,
+    script: Arc<redis::Script>,
     settle: redis::Script,
     /// The master a sentinel named last, and a count of changes.
     master: parking_lot::Mutex<Option<String>>,
-    master_changes: IntCounter,
+    metrics: RedisMetrics,
     pub(super) breaker: Breaker,
     /// Bumped when Redis comes back after an outage: threads reconnect.
     generation: AtomicU64,
@@ -71,6 +79,8 @@ pub struct RedisBackend {
 struct Slot {
     generation: u64,
     conn: tokio::sync::OnceCell<Conn>,
+    /// The thread's requests waiting for the call in flight.
+    combiner: Arc<Combiner>,
 }
 
 impl RedisBackend {
@@ -78,14 +88,14 @@ impl RedisBackend {
     pub fn new(
         cfg: &RedisConfig,
         breaker_failures: u32,
-        master_changes: IntCounter,
+        metrics: RedisMetrics,
     ) -> Result<RedisBackend, BackendError> {
         Ok(RedisBackend {
             target: Target::new(cfg)?,
-            script: redis::Script::new(script::SCRIPT),
+            script: Arc::new(redis::Script::new(script::SCRIPT)),
             settle: redis::Script::new(script::SETTLE),
             master: parking_lot::Mutex::new(None),
-            master_changes,
+            metrics,
             breaker: Breaker::new(breaker_failures),
             generation: AtomicU64::new(0),
             conns: papaya::HashMap::new(),
@@ -119,7 +129,7 @@ impl RedisBackend {
         match last.as_deref() {
             Some(old) if old != master => {
                 tracing::warn!(from = old, to = %master, "rate limits: the sentinels name a new Redis master (failover)");
-                self.master_changes.inc();
+                self.metrics.master_changes.inc();
             }
             None => {
                 tracing::info!(master = %master, "rate limits: the sentinels name the Redis master")
@@ -139,6 +149,11 @@ impl RedisBackend {
 
     /// This thread's connection, opened on first use.
     async fn conn(&self, timeout: Duration) -> Result<Conn, BackendError> {
+        self.slot(timeout).await.map(|(_, conn)| conn)
+    }
+
+    /// This thread's slot and connection, opened on first use.
+    async fn slot(&self, timeout: Duration) -> Result<(Arc<Slot>, Conn), BackendError> {
         let generation = self.generation.load(Ordering::Acquire);
         let tid = std::thread::current().id();
         let slot = {
@@ -149,16 +164,19 @@ impl RedisBackend {
                     let s = Arc::new(Slot {
                         generation,
                         conn: tokio::sync::OnceCell::new(),
+                        combiner: Arc::default(),
                     });
                     map.insert(tid, s.clone());
                     s
                 }
             }
         };
-        slot.conn
+        let conn = slot
+            .conn
             .get_or_try_init(|| self.open(timeout))
-            .await
-            .cloned()
+            .await?
+            .clone();
+        Ok((slot, conn))
     }
 
     /// After an error that means this connection is no good (dropped, or
@@ -187,73 +205,36 @@ impl RedisBackend {
     }
 
     /// Runs the script: whether the request was admitted (counted and
-    /// debited), the balance, and the counts before it. The `EVALSHA` is
-    /// written straight into one command buffer (keys included): no
-    /// allocation per key or argument.
+    /// debited), the balance, and the counts before it. Standalone and
+    /// sentinel: combined with the thread's other requests ([`combine`]);
+    /// cluster: sent alone (a batch's keys could be in different slots).
     pub async fn check(&self, call: &Call<'_>, timeout: Duration) -> Result<Reply, BackendError> {
-        let n = call.checks.len();
-        let credit = call.credit.is_some();
-        let keys = 2 * n + usize::from(credit);
-        let mut cmd = redis::Cmd::with_capacity(5 + keys + 5 * n + 5, 64 + 72 * keys + 40 * n);
-        cmd.arg("EVALSHA").arg(self.script.get_hash()).arg(keys);
-        for (c, s) in call.checks.iter().zip(call.spans) {
-            let prefix = match (c.scope, call.owner_prefix) {
-                (Scope::Owner, Some(p)) => p,
-                _ => call.key_prefix,
-            };
-            for bucket in [s.bucket.index, s.bucket.index.wrapping_sub(1)] {
-                cmd.arg(BucketKey {
-                    prefix,
-                    scope: c.scope,
-                    route_name: call.route_name,
-                    window: c.window,
-                    bucket,
-                });
-            }
-        }
-        if let Some(cr) = &call.credit {
-            cmd.arg(cr.cell);
-        }
-        cmd.arg(n).arg(u8::from(credit));
-        for (c, s) in call.checks.iter().zip(call.spans) {
-            cmd.arg(c.limit)
-                .arg(s.bucket.len_ms)
-                .arg(s.elapsed_ms)
-                .arg(u8::from(s.sliding))
-                .arg(bucket_ttl_ms(s));
-        }
-        if let Some(cr) = &call.credit {
-            cmd.arg(cr.ask.epoch)
-                .arg(cr.ask.granted)
-                .arg(cr.ask.reserve)
-                .arg(cr.seed.unwrap_or(-1))
-                .arg(BALANCE_TTL_MS);
-        }
-        let out = self.eval(&cmd, &self.script, timeout).await?;
-        script::parse(&out, n)
-    }
-
-    /// Sends an `EVALSHA` of `script`; if Redis lost the script (a restart,
-    /// `SCRIPT FLUSH`, a failover), loads it and sends the command again.
-    async fn eval(
-        &self,
-        cmd: &redis::Cmd,
-        script: &redis::Script,
-        timeout: Duration,
-    ) -> Result<Vec<i64>, BackendError> {
-        let mut conn = self.conn(timeout).await?;
-        match cmd.query_async(&mut conn).await {
-            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                script
-                    .load_async(&mut conn)
-                    .await
-                    .map_err(|e| self.failed_with(e))?;
-                cmd.query_async(&mut conn)
-                    .await
-                    .map_err(|e| self.failed_with(e))
-            }
-            r => r.map_err(|e| self.failed_with(e)),
-        }
+        let (slot, mut conn) = self.slot(timeout).await?;
+        let row = if matches!(conn, Conn::Cluster(_)) {
+            let mut batch = Batch::default();
+            batch.push(call);
+            self.metrics.batch.observe(1.0);
+            batch
+                .send(&mut conn, &self.script)
+                .await
+                .map(|mut rows| rows.pop().unwrap_or_default())
+        } else {
+            let answer = slot.combiner.submit(
+                call,
+                conn,
+                self.script.clone(),
+                timeout,
+                &self.metrics.batch,
+            );
+            answer.await.unwrap_or_else(|_| {
+                Err(RedisError::from((
+                    ErrorKind::Io,
+                    "rate-limit script call abandoned",
+                )))
+            })
+        };
+        let row = row.map_err(|e| self.failed_with(e))?;
+        script::parse(&row, call.checks.len())
     }
 
     /// A post-paid correction of a balance, in the epoch it was charged in.

@@ -97,3 +97,55 @@ async fn a_rejection_counts_in_no_window() {
     }
     gw.stop().await;
 }
+
+/// Requests in flight together share script calls (one `EVALSHA` for many)
+/// and each is still decided exactly: a busy key and a limited key, mixed in
+/// the same calls.
+#[tokio::test]
+async fn requests_in_flight_together_share_script_calls_and_stay_exact() {
+    let r = redis().await;
+    let up = Upstream::start("a").await;
+    let cfg = with_redis(routed(&up).await, &r, strict);
+    let busy = key(
+        &cfg,
+        Limits {
+            second: Some(1_000_000),
+            minute: Some(1_000_000),
+            hour: Some(1_000_000),
+            ..Limits::default()
+        },
+    )
+    .await;
+    let limited = key(
+        &cfg,
+        Limits {
+            minute: Some(45),
+            ..Limits::default()
+        },
+    )
+    .await;
+    let gw = cfg.start().await;
+    let before = r.calls("evalsha");
+    // All admitted, so the local over-limit cache saves no call.
+    let all_ok = burst(&[&gw], busy.secret.expose(), 300, 48).await;
+    assert_eq!(all_ok, (300, 0, 0));
+    let calls = r.calls("evalsha") - before;
+    eprintln!("300 requests, 48 in flight: {calls} script calls");
+    assert!(
+        calls < 300,
+        "300 requests, 48 in flight, took {calls} script calls"
+    );
+    let hour: i64 = r
+        .counters(&format!("kg:{{{}}}:k:hour:*", busy.key.lineage_id))
+        .values()
+        .sum();
+    assert_eq!(hour, 300, "every request counted once");
+    let gws = [&gw];
+    let (a, b) = tokio::join!(
+        burst(&gws, busy.secret.expose(), 200, 24),
+        burst(&gws, limited.secret.expose(), 200, 24)
+    );
+    assert_eq!(a, (200, 0, 0));
+    assert_eq!(b, (45, 155, 0));
+    gw.stop().await;
+}
