@@ -41,8 +41,8 @@ def header(args, rate):
 
 TABLE_HEAD = [
     "| scenario | req/s | vs nginx | vs public | CPU µs/req | capacity vs nginx | capacity vs public | p50 µs @rate "
-    "| p99 µs @rate | p99 added over direct µs | Redis cmds/req | errors |",
-    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    "| p99 µs @rate | p99 added over direct µs | Redis cmds/req | Redis CPU µs/req | errors |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
 ]
 
 
@@ -55,7 +55,8 @@ def table_row(results, name):
     added = "-" if name == "direct" else f"{added_p99(results, name) * 1e6:.0f}"
     return (f"| {name} | {r['rps']:.0f} | {r['rps'] / nginx:.2f} | {r['rps'] / public:.2f} | "
             f"{c:.1f} | {cap_n} | {cap_p} | {fmt_us(pr['p50'])} | {fmt_us(pr['p99'])} | {added} | "
-            f"{r.get('redis_per_req', 0):.2f} | {r['errors'] + pr['errors']} |")
+            f"{r.get('redis_per_req', 0):.2f} | {r.get('redis_cpu_us_per_req', 0):.1f} | "
+            f"{r['errors'] + pr['errors']} |")
 
 
 def main_table(results):

@@ -82,10 +82,17 @@ def prepare(ctx, db_url):
     write_haproxy(ctx)
 
 
-def redis_total(ctx, name):
+def redis_ports(ctx, name):
     """Where a full row's rate-limit commands go."""
-    ports = ctx.backends["cluster"] if name == "full-cluster" else [ctx.ports["redis"]]
-    return sum(services.redis_top_level_calls(p) for p in ports)
+    return ctx.backends["cluster"] if name == "full-cluster" else [ctx.ports["redis"]]
+
+
+def redis_total(ctx, name):
+    return sum(services.redis_top_level_calls(p) for p in redis_ports(ctx, name))
+
+
+def redis_cpu(ctx, name):
+    return sum(services.redis_cpu_seconds(p) for p in redis_ports(ctx, name))
 
 
 def measure_max(ctx, s):
@@ -97,10 +104,12 @@ def measure_max(ctx, s):
     pids = proxy_pids(p, s.target) if p else []
     full = s.name.startswith("full")
     cpu0, redis0 = total_cpu(pids), redis_total(ctx, s.name) if full else 0
+    redis_cpu0 = redis_cpu(ctx, s.name) if full else 0
     r = wrk(url, ctx.args.duration, ctx.args.connections, headers, ctx.load_cpu)
     cpu1 = total_cpu(pids)
     if full:
         r["redis_per_req"] = (redis_total(ctx, s.name) - redis0) / max(r["requests"], 1)
+        r["redis_cpu_us_per_req"] = (redis_cpu(ctx, s.name) - redis_cpu0) * 1e6 / max(r["requests"], 1)
         time.sleep(0.3)  # the last usage batch
         r["usage"] = usage_counts(ctx.ports["admin"])
     if pids:

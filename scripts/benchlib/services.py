@@ -155,6 +155,13 @@ def drop_database(db_admin, db_name):
     subprocess.run(["psql", db_admin, "-qc", f"DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"], capture_output=True)
 
 
+def redis_cpu_seconds(port):
+    """The Redis server's own CPU time so far (user + system, from INFO cpu)."""
+    out = subprocess.run(["redis-cli", "-p", str(port), "INFO", "cpu"], capture_output=True, text=True).stdout
+    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    return float(fields.get("used_cpu_user", 0)) + float(fields.get("used_cpu_sys", 0))
+
+
 def redis_top_level_calls(port):
     """Commands clients sent (EVALSHA counts once, not the commands its script runs)."""
     out = subprocess.run(["redis-cli", "-p", str(port), "INFO", "commandstats"], capture_output=True, text=True).stdout

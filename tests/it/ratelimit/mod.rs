@@ -7,6 +7,7 @@
 //! Redis failures are in `faults`.
 
 mod batched;
+mod combine;
 mod exactness;
 mod faults;
 mod headers;

@@ -1,0 +1,116 @@
+//! The batch script against a real Redis: requests of different shapes in
+//! one `EVALSHA` (a balance that is missing, windows, a balance with a seed,
+//! a refused request) each get their own answer and touch only their keys.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keygate::config::{RedisConfig, RedisTopology, Secret};
+use keygate::credits::cell::Ask;
+use keygate::ratelimit::decision::{Check, Scope, Span};
+use keygate::ratelimit::redis::{Call, CreditCall, CreditReply, RedisBackend, RedisMetrics};
+use keygate::ratelimit::window::Window;
+
+use super::redis;
+
+fn check(window: Window, limit: u64) -> Check {
+    Check {
+        scope: Scope::Key,
+        window,
+        limit,
+    }
+}
+
+#[tokio::test]
+async fn one_script_call_answers_each_request_of_a_batch_on_its_own() {
+    let r = redis().await;
+    let batch = prometheus::Histogram::with_opts(prometheus::HistogramOpts::new("b", "b"))
+        .expect("histogram");
+    let metrics = RedisMetrics {
+        master_changes: prometheus::IntCounter::new("m", "m").expect("counter"),
+        batch: batch.clone(),
+    };
+    let cfg = RedisConfig {
+        topology: RedisTopology::Standalone(Secret::new(r.url())),
+        tls_ca_file: None,
+    };
+    let backend = Arc::new(RedisBackend::new(&cfg, 5, metrics).expect("backend"));
+    let timeout = Duration::from_secs(5);
+    backend.probe(timeout).await.expect("redis answers");
+
+    let now = keygate::clock::Clock::system().now_ms() as u64;
+    let windows = [check(Window::Minute, 10), check(Window::Hour, 100)];
+    let spans: Vec<Span> = windows.iter().map(|c| Span::at(c.window, now)).collect();
+    let full = [check(Window::Minute, 1)];
+    let full_spans = [Span::at(Window::Minute, now)];
+    let ask = Ask {
+        epoch: 1,
+        granted: 50,
+        reserve: 7,
+    };
+    let call = |prefix, checks, spans, credit| Call {
+        key_prefix: prefix,
+        owner_prefix: None,
+        checks,
+        spans,
+        route_name: "r",
+        credit,
+    };
+    let missing = CreditCall {
+        cell: "kg:{a}:c",
+        ask,
+        seed: None,
+    };
+    let seeded = CreditCall {
+        cell: "kg:{c}:c",
+        ask,
+        seed: Some(20),
+    };
+    let a = call("kg:{a}:", &windows[..], &spans[..], Some(missing));
+    let b = call("kg:{b}:", &windows[..], &spans[..], None);
+    let c = call("kg:{c}:", &[][..], &[][..], Some(seeded));
+    let d = call("kg:{d}:", &full[..], &full_spans[..], None);
+    // d fills its one-per-minute window first, alone.
+    let first = backend.check(&d, timeout).await.expect("d alone");
+    assert!(first.allowed);
+
+    // Pushed before the sending task first runs: one call for all four.
+    let (ra, rb, rc, rd) = tokio::join!(
+        backend.check(&a, timeout),
+        backend.check(&b, timeout),
+        backend.check(&c, timeout),
+        backend.check(&d, timeout),
+    );
+    assert_eq!(batch.get_sample_count(), 2, "d alone, then one call");
+    assert_eq!(batch.get_sample_sum(), 5.0);
+
+    let ra = ra.expect("a");
+    assert_eq!((ra.allowed, ra.credit), (false, CreditReply::NeedSeed));
+    let rb = rb.expect("b");
+    assert!(rb.allowed);
+    assert_eq!(rb.credit, CreditReply::None);
+    assert_eq!(rb.counts.iter().map(|c| c.curr).collect::<Vec<_>>(), [0, 0]);
+    let rc = rc.expect("c");
+    assert_eq!(
+        (rc.allowed, rc.credit, rc.remaining),
+        (true, CreditReply::Enough, 50 - 20 - 7)
+    );
+    let rd = rd.expect("d");
+    assert!(!rd.allowed, "d's window is full");
+    assert_eq!(rd.counts[0].curr, 1);
+
+    // What Redis holds: a counted nothing, b once per window, c debited, d once.
+    assert!(
+        r.counters("kg:{a}:*").is_empty(),
+        "{:?}",
+        r.counters("kg:{a}:*")
+    );
+    let b_counts = r.counters("kg:{b}:*");
+    assert_eq!(b_counts.len(), 2, "{b_counts:?}");
+    assert!(b_counts.values().all(|v| *v == 1), "{b_counts:?}");
+    assert_eq!(
+        r.cmd(&["HGET", "kg:{c}:c", "s"]),
+        ::redis::Value::BulkString(b"27".to_vec())
+    );
+    assert_eq!(r.counters("kg:{d}:*").values().sum::<i64>(), 1);
+}
