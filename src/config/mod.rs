@@ -183,7 +183,8 @@ pub enum RedisTopology {
 /// How the Redis backend counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RateLimitMode {
-    /// One atomic script call per request: exact across instances.
+    /// Every request decided and counted in Redis by one atomic script run
+    /// (requests in flight together share a call): exact across instances.
     Exact,
     /// Local counting, flushed to Redis every interval: bounded over-admission.
     Batched(Duration),

@@ -6,13 +6,17 @@
 //! request is decided exactly as if it had been sent alone, in arrival order.
 //!
 //! No timer: an idle gateway sends each request at once; under load batches
-//! grow to what arrives during one round trip, which saves client CPU (one
-//! command to encode, send and parse) and Redis CPU (one script run) per
-//! request. A request waits at most for the call in flight and its own.
+//! grow to what arrives during one round trip (at most [`MAX_BATCH`]), which
+//! saves client CPU (one command to encode, send and parse), Redis CPU (one
+//! script run) and Redis commands per request. A request waits for the call
+//! in flight and then its own; its `ratelimit.timeout` bounds that wait, and
+//! a request that gave up before its batch was sent is left out of it (not
+//! counted).
 //!
 //! Only standalone and sentinel connections combine: in a Redis Cluster the
 //! requests of one batch could live in different slots.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,13 +36,17 @@ type Replies = Result<Vec<Vec<i64>>, RedisError>;
 /// What one request is told: its row of the script's reply.
 type Answer = oneshot::Receiver<Result<Vec<i64>, RedisError>>;
 
+/// Requests per script call at most (Redis runs a script alone, so one call
+/// must not hold it for long); more wait for the next call.
+pub const MAX_BATCH: usize = 128;
+
 /// The KEYS and ARGV of requests that go to Redis in one call.
 #[derive(Default)]
 pub(super) struct Batch {
     keys: Cmd,
     args: Cmd,
-    nkeys: usize,
-    len: usize,
+    /// Per request: how many KEYS and ARGV it takes.
+    sizes: Vec<(usize, usize)>,
 }
 
 impl Batch {
@@ -64,7 +72,6 @@ impl Batch {
         if let Some(cr) = &call.credit {
             self.keys.arg(cr.cell);
         }
-        self.nkeys += 2 * n + usize::from(call.credit.is_some());
         self.args.arg(n).arg(u8::from(call.credit.is_some()));
         for (c, s) in call.checks.iter().zip(call.spans) {
             self.args
@@ -82,29 +89,36 @@ impl Batch {
                 .arg(cr.seed.unwrap_or(-1))
                 .arg(BALANCE_TTL_MS);
         }
-        self.len += 1;
+        let credit = usize::from(call.credit.is_some());
+        self.sizes.push((2 * n + credit, 2 + 5 * n + 5 * credit));
     }
 
     pub fn len(&self) -> usize {
-        self.len
+        self.sizes.len()
     }
 
-    /// `EVALSHA <sha> <nkeys> KEYS... <requests> ARGV...`
-    fn command(&self, sha: &str) -> Cmd {
+    /// `EVALSHA <sha> <nkeys> KEYS... <requests> ARGV...` of the requests
+    /// marked in `keep`.
+    fn command(&self, sha: &str, keep: &[bool]) -> Cmd {
+        let kept = |i: usize| keep.get(i).copied().unwrap_or(false);
+        let nkeys: usize = (0..self.len())
+            .filter(|&i| kept(i))
+            .map(|i| self.sizes[i].0)
+            .sum();
         let (keys, args) = (self.keys.args_iter(), self.args.args_iter());
         let mut cmd = Cmd::with_capacity(4 + keys.len() + args.len(), 64 + 48 * keys.len());
-        cmd.arg("EVALSHA").arg(sha).arg(self.nkeys);
-        copy_args(&mut cmd, &self.keys);
-        cmd.arg(self.len);
-        copy_args(&mut cmd, &self.args);
+        cmd.arg("EVALSHA").arg(sha).arg(nkeys);
+        copy_kept(&mut cmd, keys, self.sizes.iter().map(|s| s.0), &kept);
+        cmd.arg((0..self.len()).filter(|&i| kept(i)).count());
+        copy_kept(&mut cmd, args, self.sizes.iter().map(|s| s.1), &kept);
         cmd
     }
 
-    /// Sends the batch; if Redis lost the script (a restart, `SCRIPT FLUSH`,
-    /// a failover), loads it and sends the batch again (a script that was
-    /// not found ran nothing). The reply has one row per request.
-    pub async fn send(&self, conn: &mut Conn, script: &redis::Script) -> Replies {
-        let cmd = self.command(script.get_hash());
+    /// Sends the requests marked in `keep`; if Redis lost the script (a
+    /// restart, `SCRIPT FLUSH`, a failover), loads it and sends them again (a
+    /// script that was not found ran nothing). One row per request sent.
+    pub async fn send(&self, conn: &mut Conn, script: &redis::Script, keep: &[bool]) -> Replies {
+        let cmd = self.command(script.get_hash(), keep);
         let rows: Vec<Vec<i64>> = match cmd.query_async(conn).await {
             Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
                 script.load_async(conn).await?;
@@ -112,7 +126,7 @@ impl Batch {
             }
             r => r?,
         };
-        if rows.len() != self.len {
+        if rows.len() != keep.iter().filter(|k| **k).count() {
             return Err(RedisError::from((
                 ErrorKind::Parse,
                 "rate-limit script: one reply per request expected",
@@ -122,20 +136,37 @@ impl Batch {
     }
 }
 
-fn copy_args(to: &mut Cmd, from: &Cmd) {
-    for arg in from.args_iter() {
-        if let Arg::Simple(bytes) = arg {
-            to.arg(bytes);
+/// Copies the arguments of the kept requests; `sizes`: each request's count.
+fn copy_kept<'a>(
+    to: &mut Cmd,
+    mut from: impl Iterator<Item = Arg<&'a [u8]>>,
+    sizes: impl Iterator<Item = usize>,
+    kept: &impl Fn(usize) -> bool,
+) {
+    for (i, n) in sizes.enumerate() {
+        for arg in from.by_ref().take(n) {
+            if let (true, Arg::Simple(bytes)) = (kept(i), arg) {
+                to.arg(bytes);
+            }
         }
     }
 }
 
-/// The requests waiting on one thread's connection, and whether a call is
-/// in flight (then the call's task sends them when it comes back).
+type Sender = oneshot::Sender<Result<Vec<i64>, RedisError>>;
+
+/// Requests waiting for one call, and who to tell.
+#[derive(Default)]
+struct Pending {
+    batch: Batch,
+    answers: Vec<Sender>,
+}
+
+/// The requests waiting on one thread's connection, in calls of at most
+/// [`MAX_BATCH`], and whether a call is in flight (then the call's task
+/// sends them when it comes back).
 #[derive(Default)]
 struct Queue {
-    batch: Batch,
-    answers: Vec<oneshot::Sender<Result<Vec<i64>, RedisError>>>,
+    calls: VecDeque<Pending>,
     sending: bool,
 }
 
@@ -157,59 +188,104 @@ impl Combiner {
         let (tx, rx) = oneshot::channel();
         let start = {
             let mut q = self.queue.lock();
-            q.batch.push(call);
-            q.answers.push(tx);
+            if q.calls.back().is_none_or(|p| p.answers.len() >= MAX_BATCH) {
+                q.calls.push_back(Pending::default());
+            }
+            if let Some(p) = q.calls.back_mut() {
+                p.batch.push(call);
+                p.answers.push(tx);
+            }
             !std::mem::replace(&mut q.sending, true)
         };
         if start {
-            let run = self.clone().run(conn, script, timeout, sizes.clone());
-            tokio::spawn(run);
+            let task = Sending {
+                combiner: self.clone(),
+                finished: false,
+            };
+            tokio::spawn(task.run(conn, script, timeout, sizes.clone()));
         }
         rx
     }
+}
 
+/// The sending task of one combiner. Should it end before its queue is empty
+/// (its runtime shutting down), its drop tells the waiting requests (they see
+/// the call abandoned) and lets the next request start a new task.
+struct Sending {
+    combiner: Arc<Combiner>,
+    finished: bool,
+}
+
+impl Sending {
     /// Sends what is queued, one call at a time, until nothing is.
     async fn run(
-        self: Arc<Self>,
+        mut self,
         mut conn: Conn,
         script: Arc<redis::Script>,
         timeout: Duration,
         sizes: Histogram,
     ) {
         loop {
-            let (batch, answers) = {
-                let mut q = self.queue.lock();
-                if q.answers.is_empty() {
-                    q.sending = false;
-                    return;
+            let Pending { batch, answers } = {
+                let mut q = self.combiner.queue.lock();
+                match q.calls.pop_front() {
+                    Some(p) => p,
+                    None => {
+                        q.sending = false;
+                        self.finished = true;
+                        return;
+                    }
                 }
-                (std::mem::take(&mut q.batch), std::mem::take(&mut q.answers))
             };
-            sizes.observe(batch.len() as f64);
-            let replies = match tokio::time::timeout(timeout, batch.send(&mut conn, &script)).await
-            {
+            // A request that gave up waiting (its timeout, its client gone)
+            // is not sent: it must not be counted.
+            let keep: Vec<bool> = answers.iter().map(|tx| !tx.is_closed()).collect();
+            if !keep.contains(&true) {
+                continue;
+            }
+            sizes.observe(keep.iter().filter(|k| **k).count() as f64);
+            let call = batch.send(&mut conn, &script, &keep);
+            let replies = match tokio::time::timeout(timeout, call).await {
                 Ok(r) => r,
                 Err(_) => Err(RedisError::from((
                     ErrorKind::Client,
                     "rate-limit script call timed out",
                 ))),
             };
-            answer(answers, replies);
+            answer(answers, &keep, replies);
         }
     }
 }
 
-/// Gives each request its row, or each the error. A request that gave up
-/// waiting (its own timeout) is not there to be told.
-fn answer(answers: Vec<oneshot::Sender<Result<Vec<i64>, RedisError>>>, replies: Replies) {
+impl Drop for Sending {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        // Abandoned with requests queued: their answers go with it (they
+        // fall back), and the next request starts a new task.
+        let mut q = self.combiner.queue.lock();
+        q.calls.clear();
+        q.sending = false;
+    }
+}
+
+/// Gives each request sent its row, or each the error. A request that gave
+/// up waiting after it was sent is not there to be told.
+fn answer(answers: Vec<Sender>, keep: &[bool], replies: Replies) {
+    let sent = answers
+        .into_iter()
+        .zip(keep)
+        .filter(|(_, k)| **k)
+        .map(|(tx, _)| tx);
     match replies {
         Ok(rows) => {
-            for (tx, row) in answers.into_iter().zip(rows) {
+            for (tx, row) in sent.zip(rows) {
                 let _ = tx.send(Ok(row));
             }
         }
         Err(e) => {
-            for tx in answers {
+            for tx in sent {
                 let _ = tx.send(Err(e.clone()));
             }
         }

@@ -77,6 +77,8 @@ pub struct RedisBackend {
 }
 
 struct Slot {
+    /// The thread whose connection this is (its key in `conns`).
+    thread: ThreadId,
     generation: u64,
     conn: tokio::sync::OnceCell<Conn>,
     /// The thread's requests waiting for the call in flight.
@@ -147,11 +149,6 @@ impl RedisBackend {
         Ok(())
     }
 
-    /// This thread's connection, opened on first use.
-    async fn conn(&self, timeout: Duration) -> Result<Conn, BackendError> {
-        self.slot(timeout).await.map(|(_, conn)| conn)
-    }
-
     /// This thread's slot and connection, opened on first use.
     async fn slot(&self, timeout: Duration) -> Result<(Arc<Slot>, Conn), BackendError> {
         let generation = self.generation.load(Ordering::Acquire);
@@ -162,6 +159,7 @@ impl RedisBackend {
                 Some(s) if s.generation == generation => s.clone(),
                 _ => {
                     let s = Arc::new(Slot {
+                        thread: tid,
                         generation,
                         conn: tokio::sync::OnceCell::new(),
                         combiner: Arc::default(),
@@ -180,14 +178,19 @@ impl RedisBackend {
     }
 
     /// After an error that means this connection is no good (dropped, or
-    /// talking to a replica after a failover), this thread reconnects on its
-    /// next call, which for sentinel means asking the sentinels again.
-    fn failed_with(&self, e: RedisError) -> BackendError {
+    /// talking to a replica after a failover), its thread reconnects on its
+    /// next call, which for sentinel means asking the sentinels again. Only
+    /// this slot is dropped: the other requests of a failed batch must not
+    /// drop the connection a first one already opened again.
+    fn failed_with(&self, slot: &Arc<Slot>, e: RedisError) -> BackendError {
         let stale = e.is_connection_dropped()
             || e.is_io_error()
             || e.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly);
         if stale {
-            self.conns.pin().remove(&std::thread::current().id());
+            let _ = self
+                .conns
+                .pin()
+                .remove_if(&slot.thread, |_, s| Arc::ptr_eq(s, slot));
         }
         BackendError::Redis(e)
     }
@@ -198,10 +201,10 @@ impl RedisBackend {
         inv: &redis::ScriptInvocation<'_>,
         timeout: Duration,
     ) -> Result<Vec<i64>, BackendError> {
-        let mut conn = self.conn(timeout).await?;
+        let (slot, mut conn) = self.slot(timeout).await?;
         inv.invoke_async(&mut conn)
             .await
-            .map_err(|e| self.failed_with(e))
+            .map_err(|e| self.failed_with(&slot, e))
     }
 
     /// Runs the script: whether the request was admitted (counted and
@@ -215,7 +218,7 @@ impl RedisBackend {
             batch.push(call);
             self.metrics.batch.observe(1.0);
             batch
-                .send(&mut conn, &self.script)
+                .send(&mut conn, &self.script, &[true])
                 .await
                 .map(|mut rows| rows.pop().unwrap_or_default())
         } else {
@@ -233,7 +236,7 @@ impl RedisBackend {
                 )))
             })
         };
-        let row = row.map_err(|e| self.failed_with(e))?;
+        let row = row.map_err(|e| self.failed_with(&slot, e))?;
         script::parse(&row, call.checks.len())
     }
 

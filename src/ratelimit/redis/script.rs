@@ -19,15 +19,13 @@ use crate::ratelimit::decision::Counts;
 /// epoch, a larger grant).
 /// Returns one row per request, `{allowed, credit, remaining, curr1, prev1,
 /// ...}`: `credit` is 0 (none), 1 (enough), 2 (exhausted) or 3 (missing: call
-/// again with a seed); `remaining` is the balance after this request.
+/// again with a seed); `remaining` is the balance after this request; `{-1}`
+/// for a request Redis raised an error on (that request fails alone).
 pub const SCRIPT: &str = r#"
--- One request; its KEYS start after kb, its ARGV after ab. Returns its row
--- and how many KEYS and ARGV it took.
+-- One request; its KEYS start after kb, its ARGV after ab. Returns its row.
 local function one(kb, ab)
   local n = tonumber(ARGV[ab + 1])
   local credit = ARGV[ab + 2] == '1'
-  local kn, an = 2 * n, 2 + 5 * n
-  if credit then kn, an = kn + 1, an + 5 end
   local out = {1, 0, 0}
   if n > 0 then
     local vals = redis.call('MGET', unpack(KEYS, kb + 1, kb + 2 * n))
@@ -58,7 +56,7 @@ local function one(kb, ab)
       if seed < 0 then
         out[1] = 0
         out[2] = 3
-        return out, kn, an
+        return out
       end
       e, g, s, fresh = E, G, seed, true
     else
@@ -97,12 +95,17 @@ local function one(kb, ab)
       out[3] = g - s
     end
   end
-  return out, kn, an
+  return out
 end
 local rows, kb, ab = {}, 0, 1
 for r = 1, tonumber(ARGV[1]) do
-  local row, kn, an = one(kb, ab)
-  rows[r] = row
+  local n = tonumber(ARGV[ab + 1])
+  local kn, an = 2 * n, 2 + 5 * n
+  if ARGV[ab + 2] == '1' then kn, an = kn + 1, an + 5 end
+  -- A request whose keys Redis refuses (a wrong type, a broken balance)
+  -- fails alone, as {-1}: the others are decided all the same.
+  local ok, row = pcall(one, kb, ab)
+  if ok then rows[r] = row else rows[r] = {-1} end
   kb, ab = kb + kn, ab + an
 end
 return rows

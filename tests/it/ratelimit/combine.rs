@@ -1,6 +1,8 @@
 //! The batch script against a real Redis: requests of different shapes in
 //! one `EVALSHA` (a balance that is missing, windows, a balance with a seed,
-//! a refused request) each get their own answer and touch only their keys.
+//! a refused request, a key Redis raises an error on) each get their own
+//! answer and touch only their keys; a request that gave up before its call
+//! was sent is left out of it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +14,7 @@ use keygate::ratelimit::redis::{Call, CreditCall, CreditReply, RedisBackend, Red
 use keygate::ratelimit::window::Window;
 
 use super::redis;
+use crate::harness::redis::RedisServer;
 
 fn check(window: Window, limit: u64) -> Check {
     Check {
@@ -21,9 +24,10 @@ fn check(window: Window, limit: u64) -> Check {
     }
 }
 
-#[tokio::test]
-async fn one_script_call_answers_each_request_of_a_batch_on_its_own() {
-    let r = redis().await;
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A backend on `r`, and its histogram of requests per script call.
+async fn backend(r: &RedisServer) -> (Arc<RedisBackend>, prometheus::Histogram) {
     let batch = prometheus::Histogram::with_opts(prometheus::HistogramOpts::new("b", "b"))
         .expect("histogram");
     let metrics = RedisMetrics {
@@ -35,8 +39,31 @@ async fn one_script_call_answers_each_request_of_a_batch_on_its_own() {
         tls_ca_file: None,
     };
     let backend = Arc::new(RedisBackend::new(&cfg, 5, metrics).expect("backend"));
-    let timeout = Duration::from_secs(5);
-    backend.probe(timeout).await.expect("redis answers");
+    backend.probe(TIMEOUT).await.expect("redis answers");
+    (backend, batch)
+}
+
+fn call<'a>(
+    prefix: &'a str,
+    checks: &'a [Check],
+    spans: &'a [Span],
+    credit: Option<CreditCall<'a>>,
+) -> Call<'a> {
+    Call {
+        key_prefix: prefix,
+        owner_prefix: None,
+        checks,
+        spans,
+        route_name: "r",
+        credit,
+    }
+}
+
+#[tokio::test]
+async fn one_script_call_answers_each_request_of_a_batch_on_its_own() {
+    let r = redis().await;
+    let (backend, batch) = backend(&r).await;
+    let timeout = TIMEOUT;
 
     let now = keygate::clock::Clock::system().now_ms() as u64;
     let windows = [check(Window::Minute, 10), check(Window::Hour, 100)];
@@ -47,14 +74,6 @@ async fn one_script_call_answers_each_request_of_a_batch_on_its_own() {
         epoch: 1,
         granted: 50,
         reserve: 7,
-    };
-    let call = |prefix, checks, spans, credit| Call {
-        key_prefix: prefix,
-        owner_prefix: None,
-        checks,
-        spans,
-        route_name: "r",
-        credit,
     };
     let missing = CreditCall {
         cell: "kg:{a}:c",
@@ -70,19 +89,29 @@ async fn one_script_call_answers_each_request_of_a_batch_on_its_own() {
     let b = call("kg:{b}:", &windows[..], &spans[..], None);
     let c = call("kg:{c}:", &[][..], &[][..], Some(seeded));
     let d = call("kg:{d}:", &full[..], &full_spans[..], None);
+    // e's balance is not a hash: Redis raises an error on it, for e alone.
+    r.cmd(&["SET", "kg:{e}:c", "not a balance"]);
+    let broken = CreditCall {
+        cell: "kg:{e}:c",
+        ask,
+        seed: None,
+    };
+    let e = call("kg:{e}:", &windows[..], &spans[..], Some(broken));
     // d fills its one-per-minute window first, alone.
     let first = backend.check(&d, timeout).await.expect("d alone");
     assert!(first.allowed);
 
-    // Pushed before the sending task first runs: one call for all four.
-    let (ra, rb, rc, rd) = tokio::join!(
+    // Pushed before the sending task first runs: one call for all five.
+    let (ra, rb, rc, rd, re) = tokio::join!(
         backend.check(&a, timeout),
         backend.check(&b, timeout),
         backend.check(&c, timeout),
         backend.check(&d, timeout),
+        backend.check(&e, timeout),
     );
     assert_eq!(batch.get_sample_count(), 2, "d alone, then one call");
-    assert_eq!(batch.get_sample_sum(), 5.0);
+    assert_eq!(batch.get_sample_sum(), 6.0);
+    assert!(re.is_err(), "e's broken balance: {re:?}");
 
     let ra = ra.expect("a");
     assert_eq!((ra.allowed, ra.credit), (false, CreditReply::NeedSeed));
@@ -113,4 +142,33 @@ async fn one_script_call_answers_each_request_of_a_batch_on_its_own() {
         ::redis::Value::BulkString(b"27".to_vec())
     );
     assert_eq!(r.counters("kg:{d}:*").values().sum::<i64>(), 1);
+}
+
+#[tokio::test]
+async fn a_request_that_gave_up_before_its_call_was_sent_is_not_counted() {
+    let r = redis().await;
+    let (backend, batch) = backend(&r).await;
+    let now = keygate::clock::Clock::system().now_ms() as u64;
+    let windows = [check(Window::Minute, 10)];
+    let spans = [Span::at(Window::Minute, now)];
+    let gone = call("kg:{gone}:", &windows[..], &spans[..], None);
+    let stays = call("kg:{stays}:", &windows[..], &spans[..], None);
+    // The thread's connection is open, so a request queues at its first poll.
+    let warm = call("kg:{warm}:", &windows[..], &spans[..], None);
+    backend.check(&warm, TIMEOUT).await.expect("warm-up");
+    // Queued (its call's task spawned, not yet run), then dropped: the
+    // request's own timeout, or its client leaving.
+    let mut first = Box::pin(backend.check(&gone, TIMEOUT));
+    assert!(futures::poll!(&mut first).is_pending());
+    drop(first);
+    let reply = backend.check(&stays, TIMEOUT).await.expect("stays");
+    assert!(reply.allowed);
+    assert_eq!(batch.get_sample_count(), 2, "the warm-up, then one call");
+    assert_eq!(
+        batch.get_sample_sum(),
+        2.0,
+        "only the request still waiting was sent"
+    );
+    assert!(r.counters("kg:{gone}:*").is_empty());
+    assert_eq!(r.counters("kg:{stays}:*").values().sum::<i64>(), 1);
 }
