@@ -13,8 +13,8 @@
 //! a request that gave up before its batch was sent is left out of it (not
 //! counted).
 //!
-//! Only standalone and sentinel connections combine: in a Redis Cluster the
-//! requests of one batch could live in different slots.
+//! On a Redis Cluster a call's keys must share one hash slot, so requests
+//! queue per slot (every key of one request carries one hash tag).
 
 use std::collections::VecDeque;
 use std::sync::Arc;

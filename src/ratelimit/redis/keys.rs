@@ -8,6 +8,19 @@ use uuid::Uuid;
 use crate::ratelimit::decision::{Scope, Span};
 use crate::ratelimit::window::Window;
 
+/// The Redis Cluster hash slot of keys under `prefix`: CRC16 (XMODEM) of
+/// the hash tag (the text between the first `{` and the next `}`, if not
+/// empty), else of the whole prefix, modulo 16384.
+pub(super) fn cluster_slot(prefix: &str) -> u16 {
+    let b = prefix.as_bytes();
+    let tag = b.iter().position(|&c| c == b'{').and_then(|open| {
+        let rest = &b[open + 1..];
+        let close = rest.iter().position(|&c| c == b'}')?;
+        (close > 0).then(|| &rest[..close])
+    });
+    crc16::State::<crc16::XMODEM>::calculate(tag.unwrap_or(b)) % 16384
+}
+
 /// A month bucket's keys outlive its end by a day.
 const MONTH_TTL_MARGIN_MS: u64 = 86_400_000;
 
@@ -155,6 +168,22 @@ mod tests {
         assert_eq!(k, format!("kg:{{{id}}}:r:orders:minute:42"));
         let k2 = bucket_key(&p, Scope::Key, "orders", c.window, 42);
         assert_eq!(k2, format!("kg:{{{id}}}:k:minute:42"));
+    }
+
+    #[test]
+    fn cluster_slots_are_redis_keyslots() {
+        // CLUSTER KEYSLOT's answers (Redis documentation and redis-cli).
+        assert_eq!(cluster_slot("somekey"), 11058);
+        assert_eq!(cluster_slot("foo{hash_tag}"), 2515);
+        assert_eq!(cluster_slot("foo"), 12182);
+        assert_eq!(cluster_slot("{}foo"), 9500, "an empty tag: the whole key");
+        let p = key_prefix(Uuid::from_u128(7));
+        let k = bucket_key(&p, Scope::Key, "r", Window::Hour, 3);
+        assert_eq!(
+            cluster_slot(&p),
+            cluster_slot(&k),
+            "a key's buckets share its slot"
+        );
     }
 
     #[test]

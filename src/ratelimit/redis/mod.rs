@@ -1,7 +1,7 @@
 //! The Redis backend: one script run checks and counts every window of a
 //! request (and debits the credits) atomically ([`script`]). Requests that
 //! arrive on a thread while its call is in flight go together in the next
-//! `EVALSHA` ([`combine`]). Every key of one request
+//! `EVALSHA` ([`combine`]; on a cluster, those of one hash slot). Every key of one request
 //! carries one hash tag, so they live in one Redis Cluster slot: `{<limit id>}`
 //! for a key whose owner counts nothing of its own, `{o:<owner id>}` for every
 //! key of an owner with shared limits or credits (the owner's counters must
@@ -25,7 +25,7 @@ use super::breaker::Breaker;
 use super::decision::{Check, Span};
 use crate::config::RedisConfig;
 use crate::credits::cell::Ask;
-use combine::{Batch, Combiner};
+use combine::Combiner;
 pub use keys::{LineagePrefix, bucket_key, bucket_pair, bucket_ttl_ms, key_prefix, owner_tag};
 pub use script::{CreditReply, Reply};
 pub use target::TargetError as BackendError;
@@ -81,8 +81,23 @@ struct Slot {
     thread: ThreadId,
     generation: u64,
     conn: tokio::sync::OnceCell<Conn>,
-    /// The thread's requests waiting for the call in flight.
-    combiner: Arc<Combiner>,
+    /// The thread's requests waiting for the call in flight: one queue, or
+    /// on a Redis Cluster one per hash slot (a call's keys must share one).
+    combiners: papaya::HashMap<u16, Arc<Combiner>>,
+}
+
+impl Slot {
+    /// Where a request with keys under `prefix` queues.
+    fn combiner(&self, conn: &Conn, prefix: &str) -> Arc<Combiner> {
+        let group = match conn {
+            Conn::Cluster(_) => keys::cluster_slot(prefix),
+            Conn::Single(_) => 0,
+        };
+        self.combiners
+            .pin()
+            .get_or_insert_with(group, Arc::default)
+            .clone()
+    }
 }
 
 impl RedisBackend {
@@ -162,7 +177,7 @@ impl RedisBackend {
                         thread: tid,
                         generation,
                         conn: tokio::sync::OnceCell::new(),
-                        combiner: Arc::default(),
+                        combiners: papaya::HashMap::new(),
                     });
                     map.insert(tid, s.clone());
                     s
@@ -208,34 +223,25 @@ impl RedisBackend {
     }
 
     /// Runs the script: whether the request was admitted (counted and
-    /// debited), the balance, and the counts before it. Standalone and
-    /// sentinel: combined with the thread's other requests ([`combine`]);
-    /// cluster: sent alone (a batch's keys could be in different slots).
+    /// debited), the balance, and the counts before it, in a call shared
+    /// with the thread's other requests in flight ([`combine`]; on a Redis
+    /// Cluster with those whose keys are in the same hash slot).
     pub async fn check(&self, call: &Call<'_>, timeout: Duration) -> Result<Reply, BackendError> {
-        let (slot, mut conn) = self.slot(timeout).await?;
-        let row = if matches!(conn, Conn::Cluster(_)) {
-            let mut batch = Batch::default();
-            batch.push(call);
-            self.metrics.batch.observe(1.0);
-            batch
-                .send(&mut conn, &self.script, &[true])
-                .await
-                .map(|mut rows| rows.pop().unwrap_or_default())
-        } else {
-            let answer = slot.combiner.submit(
-                call,
-                conn,
-                self.script.clone(),
-                timeout,
-                &self.metrics.batch,
-            );
-            answer.await.unwrap_or_else(|_| {
-                Err(RedisError::from((
-                    ErrorKind::Io,
-                    "rate-limit script call abandoned",
-                )))
-            })
-        };
+        let (slot, conn) = self.slot(timeout).await?;
+        let combiner = slot.combiner(&conn, call.key_prefix);
+        let answer = combiner.submit(
+            call,
+            conn,
+            self.script.clone(),
+            timeout,
+            &self.metrics.batch,
+        );
+        let row = answer.await.unwrap_or_else(|_| {
+            Err(RedisError::from((
+                ErrorKind::Io,
+                "rate-limit script call abandoned",
+            )))
+        });
         let row = row.map_err(|e| self.failed_with(&slot, e))?;
         script::parse(&row, call.checks.len())
     }

@@ -1,6 +1,6 @@
 //! Rate limits on a real 3-master Redis Cluster (one cluster for the module):
 //! exact over two gateways for keys whose counters live on every master,
-//! batched mode within its bound, and a cluster node behind a standalone URL
+//! script calls shared per hash slot, batched mode within its bound, and a cluster node behind a standalone URL
 //! refused at start.
 
 use std::sync::OnceLock;
@@ -115,6 +115,39 @@ async fn exact_over_two_gateways_with_keys_on_every_master() {
     assert_eq!(backend_errors([&a, &b]).await, [0.0, 0.0]);
     a.stop().await;
     b.stop().await;
+}
+
+/// On the cluster, requests share script calls per hash slot: a busy key on
+/// each master, all admitted, every request counted once on its master in
+/// fewer calls than requests.
+#[tokio::test]
+async fn busy_keys_share_script_calls_per_slot() {
+    let cluster = cluster().await;
+    let up = Upstream::start("a").await;
+    let cfg = routed(TestConfig::pg().await, &up).ratelimit(|r| {
+        on_cluster(cluster)(r);
+        strict(r);
+    });
+    let n = 150;
+    let keys = keys_on_every_master(&cfg.keys().await, cluster, hourly(1_000_000), 1).await;
+    let gw = cfg.start().await;
+    let gws = [&gw];
+    let bursts = keys
+        .iter()
+        .map(|(_, k)| burst(&gws, k.secret.expose(), n, 24));
+    for ((master, k), got) in keys.iter().zip(futures::future::join_all(bursts).await) {
+        assert_eq!(got, exact(n, n), "key on master {master}");
+        assert_eq!(counted_on(cluster, *master, k), n as i64, "master {master}");
+    }
+    let calls = gw
+        .metric("keygate_ratelimit_script_batch_requests_count")
+        .await;
+    let requests = gw
+        .metric("keygate_ratelimit_script_batch_requests_sum")
+        .await;
+    assert_eq!(requests, (n * keys.len()) as f64);
+    assert!(calls < requests, "{requests} requests took {calls} calls");
+    gw.stop().await;
 }
 
 /// Batched mode on the cluster: two gateways over-admit within the batched
