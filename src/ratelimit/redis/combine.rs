@@ -176,12 +176,13 @@ pub(super) struct Combiner {
 }
 
 impl Combiner {
-    /// Queues one request; starts the sending task if no call is in flight.
+    /// Queues one request; starts the sending task (with its own handles on
+    /// the connection and script) if no call is in flight.
     pub fn submit(
         self: &Arc<Self>,
         call: &Call<'_>,
-        conn: Conn,
-        script: Arc<redis::Script>,
+        conn: &Conn,
+        script: &Arc<redis::Script>,
         timeout: Duration,
         sizes: &Histogram,
     ) -> Answer {
@@ -202,7 +203,8 @@ impl Combiner {
                 combiner: self.clone(),
                 finished: false,
             };
-            tokio::spawn(task.run(conn, script, timeout, sizes.clone()));
+            let run = task.run(conn.clone(), script.clone(), timeout, sizes.clone());
+            tokio::spawn(run);
         }
         rx
     }

@@ -164,32 +164,29 @@ impl RedisBackend {
         Ok(())
     }
 
-    /// This thread's slot and connection, opened on first use.
-    async fn slot(&self, timeout: Duration) -> Result<(Arc<Slot>, Conn), BackendError> {
+    /// This thread's slot (its connection is opened by [`Self::ready`]).
+    fn slot(&self) -> Arc<Slot> {
         let generation = self.generation.load(Ordering::Acquire);
         let tid = std::thread::current().id();
-        let slot = {
-            let map = self.conns.pin();
-            match map.get(&tid) {
-                Some(s) if s.generation == generation => s.clone(),
-                _ => {
-                    let s = Arc::new(Slot {
-                        thread: tid,
-                        generation,
-                        conn: tokio::sync::OnceCell::new(),
-                        combiners: papaya::HashMap::new(),
-                    });
-                    map.insert(tid, s.clone());
-                    s
-                }
+        let map = self.conns.pin();
+        match map.get(&tid) {
+            Some(s) if s.generation == generation => s.clone(),
+            _ => {
+                let s = Arc::new(Slot {
+                    thread: tid,
+                    generation,
+                    conn: tokio::sync::OnceCell::new(),
+                    combiners: papaya::HashMap::new(),
+                });
+                map.insert(tid, s.clone());
+                s
             }
-        };
-        let conn = slot
-            .conn
-            .get_or_try_init(|| self.open(timeout))
-            .await?
-            .clone();
-        Ok((slot, conn))
+        }
+    }
+
+    /// The slot's connection, opened on first use.
+    async fn ready<'s>(&self, slot: &'s Slot, timeout: Duration) -> Result<&'s Conn, BackendError> {
+        slot.conn.get_or_try_init(|| self.open(timeout)).await
     }
 
     /// After an error that means this connection is no good (dropped, or
@@ -216,7 +213,8 @@ impl RedisBackend {
         inv: &redis::ScriptInvocation<'_>,
         timeout: Duration,
     ) -> Result<Vec<i64>, BackendError> {
-        let (slot, mut conn) = self.slot(timeout).await?;
+        let slot = self.slot();
+        let mut conn = self.ready(&slot, timeout).await?.clone();
         inv.invoke_async(&mut conn)
             .await
             .map_err(|e| self.failed_with(&slot, e))
@@ -227,15 +225,10 @@ impl RedisBackend {
     /// with the thread's other requests in flight ([`combine`]; on a Redis
     /// Cluster with those whose keys are in the same hash slot).
     pub async fn check(&self, call: &Call<'_>, timeout: Duration) -> Result<Reply, BackendError> {
-        let (slot, conn) = self.slot(timeout).await?;
-        let combiner = slot.combiner(&conn, call.key_prefix);
-        let answer = combiner.submit(
-            call,
-            conn,
-            self.script.clone(),
-            timeout,
-            &self.metrics.batch,
-        );
+        let slot = self.slot();
+        let conn = self.ready(&slot, timeout).await?;
+        let combiner = slot.combiner(conn, call.key_prefix);
+        let answer = combiner.submit(call, conn, &self.script, timeout, &self.metrics.batch);
         let row = answer.await.unwrap_or_else(|_| {
             Err(RedisError::from((
                 ErrorKind::Io,
