@@ -5,6 +5,7 @@ use crate::harness::{StoreKind, both_stores};
 use std::time::{Duration, Instant};
 
 use crate::harness::binary;
+use crate::harness::get_with_key;
 use crate::harness::pg::{PgServer, fresh_db_on};
 use crate::harness::{TestConfig, Upstream, eventually, key_spec, status};
 
@@ -240,12 +241,7 @@ async fn cold_start_without_postgres_is_not_ready_and_answers_503() {
 
     let gw = cfg.start().await;
     assert_eq!(gw.readyz().await.0, 503);
-    let resp = gw
-        .get("/x")
-        .header("x-api-key", k.secret.expose())
-        .send()
-        .await
-        .expect("send");
+    let resp = get_with_key(&gw, k.secret.expose()).await;
     assert_eq!(resp.status(), 503);
     let body: serde_json::Value = resp.json().await.expect("json");
     assert_eq!(

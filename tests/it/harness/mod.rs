@@ -53,13 +53,16 @@ pub fn key_spec(owner: &str) -> keygate::keys::model::KeySpec {
 
 /// The status of `GET /x` with `key`.
 pub async fn status(gw: &TestGateway, key: &str) -> u16 {
+    get_with_key(gw, key).await.status().as_u16()
+}
+
+/// `GET /x` with `key` in `X-API-Key`: the whole response.
+pub async fn get_with_key(gw: &TestGateway, key: impl AsRef<str>) -> reqwest::Response {
     gw.get("/x")
-        .header("x-api-key", key)
+        .header("x-api-key", key.as_ref())
         .send()
         .await
         .expect("send")
-        .status()
-        .as_u16()
 }
 
 /// The JSON error body of a rejection.

@@ -11,6 +11,7 @@ use keygate::ratelimit::window::Limits;
 use serde_json::json;
 
 use super::*;
+use crate::harness::get_with_key;
 use crate::harness::{StoreKind, binary, key_spec};
 
 const TOKEN: &str = "admin-token-hours";
@@ -27,12 +28,7 @@ fn hours(json: Value) -> Option<AllowedHours> {
 
 /// The proxy's status and code, and `/v1/verify`'s `valid` and code.
 async fn both(gw: &TestGateway, key: &str) -> (u16, String, bool, String) {
-    let resp = gw
-        .get("/x")
-        .header("x-api-key", key)
-        .send()
-        .await
-        .expect("send");
+    let resp = get_with_key(gw, key).await;
     let status = resp.status().as_u16();
     let body: Value = resp.json().await.unwrap_or(Value::Null);
     let code = body["error"]["code"].as_str().unwrap_or("ok").to_string();

@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::*;
+use crate::harness::get_with_key;
 use crate::harness::{eventually, key_spec, status};
 
 const URL: &str = "https://github.com/acme/app/blob/main/.env";
@@ -76,12 +77,7 @@ async fn a_reported_key_is_refused_by_two_gateways_within_a_second() {
     .await;
     assert!(took.is_some(), "both gateways refuse the key within 1 s");
     eprintln!("leaked key refused by both gateways {took:?} after the answer");
-    let resp = b
-        .get("/x")
-        .header("x-api-key", secret)
-        .send()
-        .await
-        .expect("send");
+    let resp = get_with_key(&b, secret).await;
     let (code, refusal) = crate::harness::error_code(resp).await;
     assert_eq!(
         (code, refusal["error"]["code"].as_str()),

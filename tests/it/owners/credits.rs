@@ -10,6 +10,7 @@ use keygate::owners::OwnerPatch;
 use serde_json::Value;
 
 use super::*;
+use crate::harness::get_with_key;
 use crate::harness::redis::RedisServer;
 use crate::harness::{eventually, key_spec};
 
@@ -33,12 +34,7 @@ async fn credits_of_c_with_cost_3_admit_exactly_a_third_across_two_gateways() {
     let (a, b) = tokio::join!(cfg.start(), cfg.start());
     let statuses = burst(&[&a, &b], "/x", &secrets, 200, 64).await;
     assert_eq!((count(&statuses, 200), count(&statuses, 402)), (33, 167));
-    let resp = a
-        .get("/x")
-        .header("x-api-key", secrets[0])
-        .send()
-        .await
-        .expect("send");
+    let resp = get_with_key(&a, secrets[0]).await;
     assert_eq!(resp.headers()["x-credits-remaining"], "1");
     let body: Value = resp.json().await.expect("json");
     assert_eq!(body["error"]["code"], "credits_exhausted");

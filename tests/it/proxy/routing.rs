@@ -2,6 +2,7 @@
 //! refused before any upstream: no route, dot segments, a missing key.
 
 use super::{body, raw_request};
+use crate::harness::get_with_key;
 use crate::harness::{TestConfig, Upstream, error_code};
 
 #[tokio::test]
@@ -158,14 +159,7 @@ async fn required_routes_without_a_store_key_answer_401() {
         (status, v["error"]["code"].as_str()),
         (401, Some("missing_key"))
     );
-    let (status, v) = error_code(
-        gw.get("/x")
-            .header("x-api-key", "kg_garbage")
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, v) = error_code(get_with_key(&gw, "kg_garbage").await).await;
     assert_eq!(
         (status, v["error"]["code"].as_str()),
         (401, Some("invalid_key"))

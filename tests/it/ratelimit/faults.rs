@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use keygate::ratelimit::window::Limits;
 
 use super::{key, redis, routed, with_redis};
+use crate::harness::get_with_key;
 use crate::harness::{TestConfig, TestGateway, Upstream, eventually, status};
 #[tokio::test]
 async fn redis_killed_falls_back_to_local_limits_and_recovers() {
@@ -171,12 +172,7 @@ async fn on_backend_error_allow() {
 #[tokio::test]
 async fn on_backend_error_deny() {
     let (gw, limited, unlimited, up) = mode("deny").await;
-    let resp = gw
-        .get("/x")
-        .header("x-api-key", &limited)
-        .send()
-        .await
-        .expect("send");
+    let resp = get_with_key(&gw, &limited).await;
     assert_eq!(resp.status(), 503);
     assert!(resp.headers().contains_key("retry-after"));
     let body: serde_json::Value = resp.json().await.expect("json");

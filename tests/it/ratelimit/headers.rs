@@ -4,6 +4,7 @@
 use keygate::ratelimit::window::Limits;
 
 use super::{key, redis, with_redis};
+use crate::harness::get_with_key;
 use crate::harness::{TestConfig, Upstream, status};
 
 #[tokio::test]
@@ -30,12 +31,7 @@ async fn headers_on_success_and_on_429() {
     )
     .await;
     let gw = cfg.start().await;
-    let resp = gw
-        .get("/x")
-        .header("x-api-key", k.secret.expose())
-        .send()
-        .await
-        .expect("send");
+    let resp = get_with_key(&gw, k.secret.expose()).await;
     assert_eq!(resp.status(), 200);
     let h = resp.headers();
     assert_eq!(h["x-ratelimit-limit"], "3");
@@ -57,12 +53,7 @@ async fn headers_on_success_and_on_429() {
     for _ in 0..2 {
         status(&gw, k.secret.expose()).await;
     }
-    let resp = gw
-        .get("/x")
-        .header("x-api-key", k.secret.expose())
-        .send()
-        .await
-        .expect("send");
+    let resp = get_with_key(&gw, k.secret.expose()).await;
     assert_eq!(resp.status(), 429);
     let retry: u64 = resp.headers()["retry-after"]
         .to_str()

@@ -7,6 +7,7 @@ use keygate::clock::Clock;
 use keygate::ratelimit::window::Limits;
 
 use super::{Extra, batched, key, redis, routed, with_redis};
+use crate::harness::get_with_key;
 use crate::harness::redis::RedisServer;
 use crate::harness::{Upstream, status};
 
@@ -43,12 +44,7 @@ async fn windows_reset_and_month_rolls_over(redis: Option<(&RedisServer, Extra)>
     clock.advance_ms(3 * 60_000);
     assert_eq!(status(&gw, key).await, 200, "5th of the month");
     clock.advance_ms(3 * 60_000);
-    let resp = gw
-        .get("/x")
-        .header("x-api-key", key)
-        .send()
-        .await
-        .expect("send");
+    let resp = get_with_key(&gw, key).await;
     assert_eq!(resp.status(), 429);
     let body: serde_json::Value = resp.json().await.expect("json");
     assert_eq!(body["error"]["window"], "month");

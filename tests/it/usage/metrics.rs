@@ -2,6 +2,7 @@
 //! promtool accepts it.
 
 use super::spec;
+use crate::harness::get_with_key;
 use crate::harness::{TestConfig, TestGateway, Upstream};
 
 #[tokio::test]
@@ -19,11 +20,7 @@ async fn metrics_pass_promtool() {
         .expect("create");
     let gw: TestGateway = cfg.start().await;
     for key in [k.secret.expose(), "kg_bad"] {
-        gw.get("/x")
-            .header("x-api-key", key)
-            .send()
-            .await
-            .expect("send");
+        get_with_key(&gw, key).await;
     }
     let text = gw.metrics().await;
     for name in [

@@ -10,6 +10,7 @@ use keygate::keys::model::KeyPatch;
 use keygate::ratelimit::window::Limits;
 
 use super::*;
+use crate::harness::get_with_key;
 use crate::harness::{TestConfig, Upstream, key_spec};
 
 #[tokio::test]
@@ -45,12 +46,7 @@ async fn ratelimit_exceeded_once_per_window_and_credits_low_once_per_crossing() 
     let mut statuses = Vec::new();
     for _ in 0..10 {
         for k in [&limited, &paying] {
-            let resp = gw
-                .get("/x")
-                .header("x-api-key", k.secret.expose())
-                .send()
-                .await
-                .expect("send");
+            let resp = get_with_key(&gw, k.secret.expose()).await;
             statuses.push(resp.status().as_u16());
         }
     }
