@@ -1,11 +1,10 @@
 //! The key table's sync with the store: push-based revocation across gateways,
 //! no database I/O on the request path, Postgres outages warm and cold.
 
-use crate::harness::{StoreKind, both_stores};
+use crate::harness::{StoreKind, both_stores, get_with_key};
 use std::time::{Duration, Instant};
 
 use crate::harness::binary;
-use crate::harness::get_with_key;
 use crate::harness::pg::{PgServer, fresh_db_on};
 use crate::harness::{TestConfig, Upstream, eventually, key_spec, status};
 

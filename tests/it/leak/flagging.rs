@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::*;
 use crate::harness::binary::{self, Process};
 use crate::harness::gateway::HASH_SECRET;
-use crate::harness::{StoreKind, key_spec, status};
+use crate::harness::{StoreKind, status};
 
 const URL: &str = "https://gist.github.com/someone/0123abcd";
 const TOKEN: &str = "admin-token-flag";
@@ -20,11 +20,7 @@ async fn flag_mode_marks_the_key_and_keeps_it_working() {
         .env("KEYGATE_ADMIN_TOKEN", TOKEN)
         .with(|f| f.secret_scanning.action = Some(keygate::config::LeakAction::Flag.into()));
     let s = cfg.services().await;
-    let k = s
-        .keys
-        .create(key_spec("acme"), &"t".into())
-        .await
-        .expect("key");
+    let k = acme_key(&s).await;
     let gw = cfg.start().await;
     let secret = k.secret.expose();
     let body = report(&[secret], URL);
@@ -154,11 +150,7 @@ async fn a_leak_sends_one_key_leaked_webhook() {
     )];
     let cfg = with_hooks(scanning_config(&up, &keys).await, fast("1h"), hooks);
     let s = cfg.services().await;
-    let k = s
-        .keys
-        .create(key_spec("acme"), &"t".into())
-        .await
-        .expect("key");
+    let k = acme_key(&s).await;
     let gw = cfg.start().await;
     let body = report(&[k.secret.expose()], URL);
     for _ in 0..2 {

@@ -11,8 +11,7 @@ use keygate::ratelimit::window::Limits;
 use serde_json::json;
 
 use super::*;
-use crate::harness::get_with_key;
-use crate::harness::{StoreKind, binary, key_spec};
+use crate::harness::{StoreKind, binary, get_with_key, key_spec};
 
 const TOKEN: &str = "admin-token-hours";
 

@@ -162,6 +162,14 @@ pub fn token_hash(token: &str) -> String {
 
 /// A Postgres config with secret scanning on (`public_keys_url` = `keys`)
 /// and a catch-all route `r` to `up` that needs a key.
+/// A key of owner `acme` in the test's store.
+pub async fn acme_key(s: &keygate::service::Services) -> keygate::service::CreatedKey {
+    s.keys
+        .create(crate::harness::key_spec("acme"), &"t".into())
+        .await
+        .expect("key")
+}
+
 pub async fn scanning_config(up: &Upstream, keys: &KeyServer) -> TestConfig {
     scanning(TestConfig::pg().await, up, keys)
 }

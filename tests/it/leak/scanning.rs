@@ -5,17 +5,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::*;
-use crate::harness::get_with_key;
-use crate::harness::{eventually, key_spec, status};
+use crate::harness::{eventually, get_with_key, status};
 
 const URL: &str = "https://github.com/acme/app/blob/main/.env";
-
-async fn key(s: &keygate::service::Services) -> keygate::service::CreatedKey {
-    s.keys
-        .create(key_spec("acme"), &"t".into())
-        .await
-        .expect("key")
-}
 
 /// The feedback's `(token_hash, label)`s, checking that no raw token is echoed.
 fn labels(feedback: &Value) -> Vec<(String, String)> {
@@ -37,7 +29,7 @@ async fn a_reported_key_is_refused_by_two_gateways_within_a_second() {
     let up = Upstream::start("a").await;
     let cfg = scanning_config(&up, &keys).await;
     let s = cfg.services().await;
-    let (leaked, other) = (key(&s).await, key(&s).await);
+    let (leaked, other) = (acme_key(&s).await, acme_key(&s).await);
     let (a, b) = tokio::join!(cfg.start(), cfg.start());
     let secret = leaked.secret.expose();
     assert_eq!(
@@ -119,11 +111,7 @@ async fn forged_unsigned_unknown_and_changed_reports_change_nothing() {
     let up = Upstream::start("a").await;
     let cfg = scanning_config(&up, &keys).await;
     let s = cfg.services().await;
-    let k = s
-        .keys
-        .create(key_spec("acme"), &"t".into())
-        .await
-        .expect("key");
+    let k = acme_key(&s).await;
     let gw = cfg.start().await;
     let secret = k.secret.expose();
     let body = report(&[secret], URL);

@@ -10,9 +10,8 @@ use keygate::owners::OwnerPatch;
 use serde_json::Value;
 
 use super::*;
-use crate::harness::get_with_key;
 use crate::harness::redis::RedisServer;
-use crate::harness::{eventually, key_spec};
+use crate::harness::{eventually, get_with_key, key_spec};
 
 #[tokio::test]
 async fn credits_of_c_with_cost_3_admit_exactly_a_third_across_two_gateways() {

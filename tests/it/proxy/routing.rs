@@ -2,8 +2,7 @@
 //! refused before any upstream: no route, dot segments, a missing key.
 
 use super::{body, raw_request};
-use crate::harness::get_with_key;
-use crate::harness::{TestConfig, Upstream, error_code};
+use crate::harness::{TestConfig, Upstream, error_code, get_with_key};
 
 #[tokio::test]
 async fn route_choice_prefix_boundary_longest_host_and_methods() {

@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 use keygate::ratelimit::window::Limits;
 
 use super::{key, redis, routed, with_redis};
-use crate::harness::get_with_key;
-use crate::harness::{TestConfig, TestGateway, Upstream, eventually, status};
+use crate::harness::{TestConfig, TestGateway, Upstream, eventually, get_with_key, status};
 #[tokio::test]
 async fn redis_killed_falls_back_to_local_limits_and_recovers() {
     let mut r = redis().await;

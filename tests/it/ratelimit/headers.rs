@@ -4,8 +4,7 @@
 use keygate::ratelimit::window::Limits;
 
 use super::{key, redis, with_redis};
-use crate::harness::get_with_key;
-use crate::harness::{TestConfig, Upstream, status};
+use crate::harness::{TestConfig, Upstream, get_with_key, status};
 
 #[tokio::test]
 async fn headers_on_success_and_on_429() {

@@ -7,9 +7,8 @@ use keygate::clock::Clock;
 use keygate::ratelimit::window::Limits;
 
 use super::{Extra, batched, key, redis, routed, with_redis};
-use crate::harness::get_with_key;
 use crate::harness::redis::RedisServer;
-use crate::harness::{Upstream, status};
+use crate::harness::{Upstream, get_with_key, status};
 
 async fn windows_reset_and_month_rolls_over(redis: Option<(&RedisServer, Extra)>) {
     let up = Upstream::start("a").await;

@@ -2,8 +2,7 @@
 //! promtool accepts it.
 
 use super::spec;
-use crate::harness::get_with_key;
-use crate::harness::{TestConfig, TestGateway, Upstream};
+use crate::harness::{TestConfig, TestGateway, Upstream, get_with_key};
 
 #[tokio::test]
 async fn metrics_pass_promtool() {

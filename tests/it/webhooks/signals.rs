@@ -10,8 +10,7 @@ use keygate::keys::model::KeyPatch;
 use keygate::ratelimit::window::Limits;
 
 use super::*;
-use crate::harness::get_with_key;
-use crate::harness::{TestConfig, Upstream, key_spec};
+use crate::harness::{TestConfig, Upstream, get_with_key, key_spec};
 
 #[tokio::test]
 async fn ratelimit_exceeded_once_per_window_and_credits_low_once_per_crossing() {
