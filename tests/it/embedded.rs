@@ -119,21 +119,14 @@ async fn a_cli_key_is_accepted(
 
 /// A restart keeps the key valid: the same secret file, nothing re-created.
 async fn a_restart_keeps_the_key(
-    mut p: Process,
+    p: Process,
     dir: &tempfile::TempDir,
     config: &Path,
     secret_file: PathBuf,
     client: &reqwest::Client,
     key: String,
 ) {
-    p.signal(libc::SIGTERM);
-    let p = tokio::task::spawn_blocking(move || {
-        let (status, _) = p.wait(Duration::from_secs(10)).expect("exited");
-        assert!(status.success());
-        p
-    })
-    .await
-    .expect("join");
+    let p = p.terminate(Duration::from_secs(10)).await;
     drop(p);
     let before = std::fs::read(&secret_file).expect("secret");
     let p2 = Process::serve(dir.path(), config, &[]);

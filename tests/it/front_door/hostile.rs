@@ -287,7 +287,7 @@ async fn no_log_line_at_trace_level_holds_a_key() {
         ("KEYGATE_LOG", "trace"),
     ];
     let key = super::reload::cli_key(&config);
-    let mut p = Process::serve(dir.path(), &config, &env);
+    let p = Process::serve(dir.path(), &config, &env);
 
     let client = reqwest::Client::new();
     let url = format!("http://{}/x", p.proxy);
@@ -315,13 +315,7 @@ async fn no_log_line_at_trace_level_holds_a_key() {
     let bad_version = format!("GET /x HTTP/7.0\r\nAuthorization: Bearer {key}\r\n\r\n");
     assert_eq!(refused(p.proxy, bad_version.as_bytes()).await.status, 400);
 
-    p.signal(libc::SIGTERM);
-    let p = tokio::task::spawn_blocking(move || {
-        assert!(p.wait(Duration::from_secs(15)).expect("exited").0.success());
-        p
-    })
-    .await
-    .expect("join");
+    let p = p.terminate(Duration::from_secs(15)).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let logs = p.logs();
     let verbose = logs

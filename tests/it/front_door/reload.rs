@@ -105,7 +105,7 @@ async fn ten_reloads_under_load_fail_no_request_and_lose_no_usage_row() {
     let path = dir.path().join("keygate.toml");
     binary::write_config(&path, &a);
     let key = cli_key(&path);
-    let mut p = Process::serve(dir.path(), &path, ENV);
+    let p = Process::serve(dir.path(), &path, ENV);
 
     let load = Load::start(format!("http://{}/api/x", p.proxy), Some(key), 4);
     for i in 1..=10 {
@@ -145,9 +145,7 @@ async fn ten_reloads_under_load_fail_no_request_and_lose_no_usage_row() {
     );
 
     invalid_and_restart_only_via_signals(&p, &path, &a).await;
-    p.signal(libc::SIGTERM);
-    let exited = tokio::task::spawn_blocking(move || p.wait(Duration::from_secs(15)).map(|e| e.0));
-    assert!(exited.await.expect("join").expect("exited").success());
+    p.terminate(Duration::from_secs(15)).await;
     let n = tally.responses() as i64;
     // And one for each /extra probe and the 401 after the invalid file.
     assert_eq!(

@@ -180,6 +180,19 @@ impl Process {
         assert_eq!(rc, 0, "kill failed");
     }
 
+    /// SIGTERM, then a wait (off the async runtime) of up to `timeout` for a
+    /// clean exit; the process comes back for its logs.
+    pub async fn terminate(mut self, timeout: Duration) -> Process {
+        self.signal(libc::SIGTERM);
+        tokio::task::spawn_blocking(move || {
+            let exit = self.wait(timeout).expect("exited");
+            assert!(exit.0.success(), "{exit:?}");
+            self
+        })
+        .await
+        .expect("join")
+    }
+
     /// Waits for exit up to `timeout`; returns the status and how long it took.
     pub fn wait(&mut self, timeout: Duration) -> Option<(ExitStatus, Duration)> {
         let start = Instant::now();

@@ -91,7 +91,7 @@ async fn no_log_line_at_trace_level_holds_a_reported_token() {
     let created: Value = serde_json::from_str(&out).expect("json");
     let key = created["secret"].as_str().expect("secret").to_string();
     let stranger = keygate::auth::key::generate("kg").expect("key");
-    let mut p = Process::serve(dir.path(), &config, ENV);
+    let p = Process::serve(dir.path(), &config, ENV);
     let gw = TestGateway {
         running: None,
         client: reqwest::Client::new(),
@@ -113,13 +113,7 @@ async fn no_log_line_at_trace_level_holds_a_reported_token() {
     });
     assert!(refused.await.is_some(), "revoked (SQLite: by polling)");
 
-    p.signal(libc::SIGTERM);
-    let p = tokio::task::spawn_blocking(move || {
-        assert!(p.wait(Duration::from_secs(15)).expect("exited").0.success());
-        p
-    })
-    .await
-    .expect("join");
+    let p = p.terminate(Duration::from_secs(15)).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let logs = p.logs();
     let verbose = logs.iter().filter(|l| l.contains("\"TRACE\"")).count();

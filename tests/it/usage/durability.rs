@@ -93,18 +93,11 @@ impl Binary<'_> {
 /// Round 1: Postgres up. The 5 s flush interval means records are still
 /// queued when SIGTERM arrives; the stop must write them.
 async fn sigterm_with_postgres_up(bin: &Binary<'_>, pool: &sqlx::PgPool) {
-    let mut p = bin.serve();
+    let p = bin.serve();
     let stop = Arc::new(AtomicBool::new(false));
     let traffic = load(format!("http://{}/x", p.proxy), stop.clone(), 4);
     tokio::time::sleep(Duration::from_millis(800)).await;
-    p.signal(libc::SIGTERM);
-    let p = tokio::task::spawn_blocking(move || {
-        let exit = p.wait(Duration::from_secs(20)).expect("exited");
-        assert!(exit.0.success(), "{exit:?}");
-        p
-    })
-    .await
-    .expect("join");
+    let p = p.terminate(Duration::from_secs(20)).await;
     stop.store(true, Ordering::Relaxed);
     let answered = traffic.await.expect("load");
     assert!(answered.len() > 50, "load ran: {}", answered.len());
@@ -123,7 +116,7 @@ async fn sigterm_with_postgres_down(
     bin: &Binary<'_>,
     mut server: PgServer,
 ) -> (PgServer, Vec<String>) {
-    let mut p = bin.serve();
+    let p = bin.serve();
     let stop = Arc::new(AtomicBool::new(false));
     let traffic = load(format!("http://{}/x", p.proxy), stop.clone(), 4);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -134,14 +127,7 @@ async fn sigterm_with_postgres_down(
     .await
     .expect("join");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    p.signal(libc::SIGTERM);
-    let p = tokio::task::spawn_blocking(move || {
-        let exit = p.wait(Duration::from_secs(30)).expect("exited");
-        assert!(exit.0.success(), "{exit:?}");
-        p
-    })
-    .await
-    .expect("join");
+    let p = p.terminate(Duration::from_secs(30)).await;
     stop.store(true, Ordering::Relaxed);
     let answered2 = traffic.await.expect("load");
     drop(p);
