@@ -275,19 +275,11 @@ async fn a_slow_head_is_cut_at_the_head_timeout_and_idle_connections_are_closed(
 async fn no_log_line_at_trace_level_holds_a_key() {
     let up = Upstream::start("a").await;
     let dir = tempfile::tempdir().expect("tmp");
-    let db = format!("sqlite://{}", dir.path().join("keygate.db").display());
-    let mut file = binary::serving_config(&db, up.addr);
-    file.route[0].auth = None;
-    file.log.level = Some("trace".into());
-    file.gateway.shutdown_grace = Some("2s".into());
+    let file = binary::trace_config(dir.path(), up.addr);
     let config = dir.path().join("keygate.toml");
     binary::write_config(&config, &file);
-    let env = [
-        ("KEYGATE_HASH_SECRET", crate::harness::gateway::HASH_SECRET),
-        ("KEYGATE_LOG", "trace"),
-    ];
-    let key = super::reload::cli_key(&config);
-    let p = Process::serve(dir.path(), &config, &env);
+    let key = binary::cli_key(&config, binary::TRACE_ENV);
+    let p = Process::serve(dir.path(), &config, binary::TRACE_ENV);
 
     let client = reqwest::Client::new();
     let url = format!("http://{}/x", p.proxy);

@@ -83,15 +83,6 @@ async fn reload(p: &Process, path: &Path, file: &FileConfig, cli: bool, result: 
     assert!(counted.is_some(), "the reload ({result}) was not counted");
 }
 
-/// A key made with `keygate keys create`; its secret.
-pub fn cli_key(config: &Path) -> String {
-    let args = ["keys", "create", "--owner", "o", "--name", "n", "--json"];
-    let (code, out, err) = binary::run(config, &args, ENV);
-    assert_eq!(code, 0, "{err}");
-    let key: serde_json::Value = serde_json::from_str(&out).expect("json");
-    key["secret"].as_str().expect("secret").to_string()
-}
-
 #[tokio::test]
 async fn ten_reloads_under_load_fail_no_request_and_lose_no_usage_row() {
     let (up_a, up_b) = (Upstream::start("a").await, Upstream::start("b").await);
@@ -104,7 +95,7 @@ async fn ten_reloads_under_load_fail_no_request_and_lose_no_usage_row() {
     let (a, b) = (variant(&base, &up_a, "a"), variant(&base, &up_b, "b"));
     let path = dir.path().join("keygate.toml");
     binary::write_config(&path, &a);
-    let key = cli_key(&path);
+    let key = binary::cli_key(&path, ENV);
     let p = Process::serve(dir.path(), &path, ENV);
 
     let load = Load::start(format!("http://{}/api/x", p.proxy), Some(key), 4);

@@ -61,6 +61,33 @@ pub fn serving_config(db_url: &str, upstream: SocketAddr) -> FileConfig {
     file
 }
 
+/// The environment of a binary that logs everything (the tests that no log
+/// line holds a secret).
+pub const TRACE_ENV: &[(&str, &str)] = &[
+    ("KEYGATE_HASH_SECRET", super::gateway::HASH_SECRET),
+    ("KEYGATE_LOG", "trace"),
+];
+
+/// A SQLite store in `dir`, `upstream` served on a public route, logging at
+/// trace level, a 2 s shutdown grace.
+pub fn trace_config(dir: &Path, upstream: SocketAddr) -> FileConfig {
+    let db = format!("sqlite://{}", dir.join("keygate.db").display());
+    let mut file = serving_config(&db, upstream);
+    file.route[0].auth = None;
+    file.log.level = Some("trace".into());
+    file.gateway.shutdown_grace = Some("2s".into());
+    file
+}
+
+/// Creates a key (owner `o`) through the CLI; its secret.
+pub fn cli_key(config: &Path, env: &[(&str, &str)]) -> String {
+    let args = ["keys", "create", "--owner", "o", "--name", "n", "--json"];
+    let (code, out, err) = run(config, &args, env);
+    assert_eq!(code, 0, "{err}");
+    let key: serde_json::Value = serde_json::from_str(&out).expect("json");
+    key["secret"].as_str().expect("secret").to_string()
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_keygate")
 }

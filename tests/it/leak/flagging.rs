@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use super::*;
 use crate::harness::binary::{self, Process};
-use crate::harness::gateway::HASH_SECRET;
 use crate::harness::{StoreKind, status};
 
 const URL: &str = "https://gist.github.com/someone/0123abcd";
@@ -65,33 +64,20 @@ async fn flag_mode_marks_the_key_and_keeps_it_working() {
     gw.stop().await;
 }
 
-const ENV: &[(&str, &str)] = &[
-    ("KEYGATE_HASH_SECRET", HASH_SECRET),
-    ("KEYGATE_LOG", "trace"),
-];
-
 #[tokio::test]
 async fn no_log_line_at_trace_level_holds_a_reported_token() {
     let gh = signing_key();
     let keys = KeyServer::start(&[("gh-1", &gh)]).await;
     let up = Upstream::start("a").await;
     let dir = tempfile::tempdir().expect("tmp");
-    let db = format!("sqlite://{}", dir.path().join("keygate.db").display());
-    let mut file = binary::serving_config(&db, up.addr);
-    file.route[0].auth = None;
-    file.log.level = Some("trace".into());
-    file.gateway.shutdown_grace = Some("2s".into());
+    let mut file = binary::trace_config(dir.path(), up.addr);
     file.secret_scanning.enabled = Some(true);
     file.secret_scanning.public_keys_url = Some(keys.url.clone());
     let config = dir.path().join("keygate.toml");
     binary::write_config(&config, &file);
-    let args = ["keys", "create", "--owner", "o", "--name", "n", "--json"];
-    let (code, out, err) = binary::run(&config, &args, ENV);
-    assert_eq!(code, 0, "{err}");
-    let created: Value = serde_json::from_str(&out).expect("json");
-    let key = created["secret"].as_str().expect("secret").to_string();
+    let key = binary::cli_key(&config, binary::TRACE_ENV);
     let stranger = keygate::auth::key::generate("kg").expect("key");
-    let p = Process::serve(dir.path(), &config, ENV);
+    let p = Process::serve(dir.path(), &config, binary::TRACE_ENV);
     let gw = TestGateway {
         running: None,
         client: reqwest::Client::new(),
