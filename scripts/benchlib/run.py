@@ -53,8 +53,12 @@ def check_tools_installed(ctx):
 def start_services(ctx):
     """The upstream and Redis; the cluster and PgBouncer when their rows run."""
     p = ctx.ports
-    for name in ("upstream", "nginx", "redis", "keygate", "admin", "bare", "haproxy"):
-        p[name] = free_port()
+    names = ("upstream", "nginx", "redis", "keygate", "admin", "bare", "haproxy")
+    # Distinct ports: two free_port() calls may name the same one, and a proxy that could
+    # not bind would leave another server answering on its port.
+    while len(set(p[n] for n in names if n in p)) < len(names):
+        for name in names:
+            p[name] = free_port()
     services.write_nginx_confs(ctx.work, p["upstream"], p["nginx"], ctx.args.threads)
     services.start_nginx(ctx.work, "upstream.conf", ctx.load_cpu)
     services.start_redis(p["redis"], ctx.load_cpu)

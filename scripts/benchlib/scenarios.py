@@ -5,7 +5,7 @@ from collections import namedtuple
 
 from . import haproxy
 from .keygate import create_key, create_owner, keygate_conf
-from .procs import spawn, wait_port
+from .procs import die, spawn, wait_port
 from .rows import RUN_ORDER
 
 # name, target, port, path, key (keygate.Key or None), keygate config
@@ -92,4 +92,6 @@ def start(ctx, s):
         return None
     wait_port(s.port)
     time.sleep(0.5)
+    if proc.poll() is not None:
+        die(f"{s.name}: its proxy exited at start (code {proc.returncode}); see the logs in {ctx.work}")
     return proc
