@@ -3,7 +3,9 @@
 //! while a call is in flight wait for it to come back and then go together,
 //! as one `EVALSHA` of the script over all of them (see [`super::script`]).
 //! Redis runs the batch as one script, request after request, so every
-//! request is decided exactly as if it had been sent alone, in arrival order.
+//! request is decided exactly as if it had been sent alone: those of one key
+//! in arrival order (they share a group, see [`super::batch`]), those of
+//! different keys in any order (they arrived in the same round trip).
 //!
 //! No timer: an idle gateway sends each request at once; under load batches
 //! grow to what arrives during one round trip (at most [`MAX_BATCH`]), which
@@ -22,16 +24,12 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use prometheus::Histogram;
-use redis::{Arg, Cmd, ErrorKind, RedisError, ServerErrorKind};
+use redis::{ErrorKind, RedisError};
 use tokio::sync::oneshot;
 
-use super::keys::BucketKey;
+use super::Call;
+use super::batch::{Batch, Rows};
 use super::target::Conn;
-use super::{BALANCE_TTL_MS, Call, bucket_ttl_ms};
-use crate::ratelimit::decision::Scope;
-
-/// One script reply per request, in the order they were pushed.
-type Replies = Result<Vec<Vec<i64>>, RedisError>;
 
 /// What one request is told: its row of the script's reply.
 type Answer = oneshot::Receiver<Result<Vec<i64>, RedisError>>;
@@ -39,118 +37,6 @@ type Answer = oneshot::Receiver<Result<Vec<i64>, RedisError>>;
 /// Requests per script call at most (Redis runs a script alone, so one call
 /// must not hold it for long); more wait for the next call.
 pub const MAX_BATCH: usize = 128;
-
-/// The KEYS and ARGV of requests that go to Redis in one call.
-#[derive(Default)]
-pub(super) struct Batch {
-    keys: Cmd,
-    args: Cmd,
-    /// Per request: how many KEYS and ARGV it takes.
-    sizes: Vec<(usize, usize)>,
-}
-
-impl Batch {
-    /// Adds one request: KEYS, per check its current and previous bucket,
-    /// then its balance; ARGV as the script reads them.
-    pub fn push(&mut self, call: &Call<'_>) {
-        let n = call.checks.len();
-        for (c, s) in call.checks.iter().zip(call.spans) {
-            let prefix = match (c.scope, call.owner_prefix) {
-                (Scope::Owner, Some(p)) => p,
-                _ => call.key_prefix,
-            };
-            for bucket in [s.bucket.index, s.bucket.index.wrapping_sub(1)] {
-                self.keys.arg(BucketKey {
-                    prefix,
-                    scope: c.scope,
-                    route_name: call.route_name,
-                    window: c.window,
-                    bucket,
-                });
-            }
-        }
-        if let Some(cr) = &call.credit {
-            self.keys.arg(cr.cell);
-        }
-        self.args.arg(n).arg(u8::from(call.credit.is_some()));
-        for (c, s) in call.checks.iter().zip(call.spans) {
-            self.args
-                .arg(c.limit)
-                .arg(s.bucket.len_ms)
-                .arg(s.elapsed_ms)
-                .arg(u8::from(s.sliding))
-                .arg(bucket_ttl_ms(s));
-        }
-        if let Some(cr) = &call.credit {
-            self.args
-                .arg(cr.ask.epoch)
-                .arg(cr.ask.granted)
-                .arg(cr.ask.reserve)
-                .arg(cr.seed.unwrap_or(-1))
-                .arg(BALANCE_TTL_MS);
-        }
-        let credit = usize::from(call.credit.is_some());
-        self.sizes.push((2 * n + credit, 2 + 5 * n + 5 * credit));
-    }
-
-    pub fn len(&self) -> usize {
-        self.sizes.len()
-    }
-
-    /// `EVALSHA <sha> <nkeys> KEYS... <requests> ARGV...` of the requests
-    /// marked in `keep`.
-    fn command(&self, sha: &str, keep: &[bool]) -> Cmd {
-        let kept = |i: usize| keep.get(i).copied().unwrap_or(false);
-        let nkeys: usize = (0..self.len())
-            .filter(|&i| kept(i))
-            .map(|i| self.sizes[i].0)
-            .sum();
-        let (keys, args) = (self.keys.args_iter(), self.args.args_iter());
-        let mut cmd = Cmd::with_capacity(4 + keys.len() + args.len(), 64 + 48 * keys.len());
-        cmd.arg("EVALSHA").arg(sha).arg(nkeys);
-        copy_kept(&mut cmd, keys, self.sizes.iter().map(|s| s.0), &kept);
-        cmd.arg((0..self.len()).filter(|&i| kept(i)).count());
-        copy_kept(&mut cmd, args, self.sizes.iter().map(|s| s.1), &kept);
-        cmd
-    }
-
-    /// Sends the requests marked in `keep`; if Redis lost the script (a
-    /// restart, `SCRIPT FLUSH`, a failover), loads it and sends them again (a
-    /// script that was not found ran nothing). One row per request sent.
-    pub async fn send(&self, conn: &mut Conn, script: &redis::Script, keep: &[bool]) -> Replies {
-        let cmd = self.command(script.get_hash(), keep);
-        let rows: Vec<Vec<i64>> = match cmd.query_async(conn).await {
-            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                script.load_async(conn).await?;
-                cmd.query_async(conn).await?
-            }
-            r => r?,
-        };
-        if rows.len() != keep.iter().filter(|k| **k).count() {
-            return Err(RedisError::from((
-                ErrorKind::Parse,
-                "rate-limit script: one reply per request expected",
-            )));
-        }
-        Ok(rows)
-    }
-}
-
-/// Copies the arguments of the kept requests; `sizes`: each request's count.
-fn copy_kept<'a>(
-    to: &mut Cmd,
-    mut from: impl Iterator<Item = Arg<&'a [u8]>>,
-    sizes: impl Iterator<Item = usize>,
-    kept: &impl Fn(usize) -> bool,
-) {
-    for (i, n) in sizes.enumerate() {
-        for arg in from.by_ref().take(n) {
-            if let (true, Arg::Simple(bytes)) = (kept(i), arg) {
-                to.arg(bytes);
-            }
-        }
-    }
-}
 
 type Sender = oneshot::Sender<Result<Vec<i64>, RedisError>>;
 
@@ -274,20 +160,18 @@ impl Drop for Sending {
 
 /// Gives each request sent its row, or each the error. A request that gave
 /// up waiting after it was sent is not there to be told.
-fn answer(answers: Vec<Sender>, keep: &[bool], replies: Replies) {
-    let sent = answers
-        .into_iter()
-        .zip(keep)
-        .filter(|(_, k)| **k)
-        .map(|(tx, _)| tx);
-    match replies {
+fn answer(answers: Vec<Sender>, keep: &[bool], rows: Rows) {
+    match rows {
         Ok(rows) => {
-            for (tx, row) in sent.zip(rows) {
-                let _ = tx.send(Ok(row));
+            let mut answers: Vec<Option<Sender>> = answers.into_iter().map(Some).collect();
+            for (i, row) in rows {
+                if let Some(tx) = answers.get_mut(i).and_then(Option::take) {
+                    let _ = tx.send(Ok(row));
+                }
             }
         }
         Err(e) => {
-            for tx in sent {
+            for (tx, _) in answers.into_iter().zip(keep).filter(|(_, k)| **k) {
                 let _ = tx.send(Err(e.clone()));
             }
         }

@@ -8,6 +8,7 @@
 //! share the slot of each of its keys'). Standalone, cluster and sentinel
 //! topologies differ only in how a connection is opened ([`target`]).
 
+mod batch;
 mod combine;
 mod keys;
 pub mod script;

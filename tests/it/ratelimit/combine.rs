@@ -16,7 +16,7 @@ use keygate::ratelimit::window::Window;
 use super::redis;
 use crate::harness::redis::RedisServer;
 
-fn check(window: Window, limit: u64) -> Check {
+pub(super) fn check(window: Window, limit: u64) -> Check {
     Check {
         scope: Scope::Key,
         window,
@@ -24,10 +24,10 @@ fn check(window: Window, limit: u64) -> Check {
     }
 }
 
-const TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A backend on `r`, and its histogram of requests per script call.
-async fn backend(r: &RedisServer) -> (Arc<RedisBackend>, prometheus::Histogram) {
+pub(super) async fn backend(r: &RedisServer) -> (Arc<RedisBackend>, prometheus::Histogram) {
     let batch = prometheus::Histogram::with_opts(prometheus::HistogramOpts::new("b", "b"))
         .expect("histogram");
     let metrics = RedisMetrics {
@@ -43,7 +43,7 @@ async fn backend(r: &RedisServer) -> (Arc<RedisBackend>, prometheus::Histogram) 
     (backend, batch)
 }
 
-fn call<'a>(
+pub(super) fn call<'a>(
     prefix: &'a str,
     checks: &'a [Check],
     spans: &'a [Span],

@@ -10,6 +10,7 @@ mod batched;
 mod combine;
 mod exactness;
 mod faults;
+mod groups;
 mod headers;
 mod local_cache;
 mod windows;
