@@ -1,7 +1,9 @@
 //! The Redis backend: one script run checks and counts every window of a
 //! request (and debits the credits) atomically ([`script`]). Requests that
 //! arrive on a thread while its call is in flight go together in the next
-//! `EVALSHA` ([`combine`]; on a cluster, those of one hash slot). Every key of one request
+//! `EVALSHA` ([`combine`]; on a cluster, those of one hash slot), a busy
+//! key's requests as one group whose counters Redis reads and writes once
+//! ([`batch`]). Every key of one request
 //! carries one hash tag, so they live in one Redis Cluster slot: `{<limit id>}`
 //! for a key whose owner counts nothing of its own, `{o:<owner id>}` for every
 //! key of an owner with shared limits or credits (the owner's counters must

@@ -21,7 +21,8 @@ use crate::ratelimit::decision::Counts;
 /// (the route's cost) and seed (the ledger's spending, or -1).
 /// A group's counters are read once; its requests are decided one after
 /// another on what was read plus what the earlier ones added, and each
-/// counter is written once at the group's end, before the next group reads.
+/// counter is written once at the group's end, before the next group reads
+/// (with credits, per request before its debit).
 /// Returns one row per request, `{allowed, credit, remaining, curr1, prev1,
 /// ...}`: `credit` is 0 (none), 1 (enough), 2 (exhausted) or 3 (missing: call
 /// again with a seed); `remaining` is the balance after this request; `{-1}`
@@ -38,11 +39,29 @@ local function read(kb, n)
   return vs
 end
 
+-- Adds a group's admitted requests to each current bucket, once (INCR for
+-- one: a number argument is a string conversion in Lua); a bucket created
+-- here gets its TTL.
+local function write(kb, ab, n, added)
+  for i = 1, n do
+    local k, v = KEYS[kb + 2 * i - 1], nil
+    if added == 1 then
+      v = redis.call('INCR', k)
+    else
+      v = redis.call('INCRBY', k, added)
+    end
+    if v == added then
+      redis.call('PEXPIRE', k, ARGV[ab + 2 + (i - 1) * 5 + 5])
+    end
+  end
+end
+
 -- One request of a group (vs: the group's counters as its earlier requests
--- left them, ab: the group's ARGV, mb: the request's; cell: its balance or
--- nil). Debits the balance if admitted; the caller counts the windows.
--- Returns its row.
-local function one(vs, ab, n, cell, mb)
+-- left them, KEYS after kb, the group's ARGV after ab, its own after mb;
+-- cell: its balance or nil). Returns its row. A request with a balance is
+-- counted in its windows here, before it is debited (a window Redis refuses
+-- must not leave a debit behind); the caller counts the others' windows.
+local function one(vs, kb, ab, n, cell, mb)
   local d = tonumber(ARGV[mb + 1])
   local out = {1, 0, 0}
   for i = 1, n do
@@ -90,6 +109,7 @@ local function one(vs, ab, n, cell, mb)
     out[2] = 1
   end
   if out[1] == 1 then
+    write(kb, ab, n, 1)
     local cost = tonumber(ARGV[b + 3])
     s = s + cost
     if fresh then
@@ -102,23 +122,6 @@ local function one(vs, ab, n, cell, mb)
     out[3] = g - s
   end
   return out
-end
-
--- Adds a group's admitted requests to each current bucket, once (INCR for
--- one: a number argument is a string conversion in Lua); a bucket created
--- here gets its TTL.
-local function write(kb, ab, n, added)
-  for i = 1, n do
-    local k, v = KEYS[kb + 2 * i - 1], nil
-    if added == 1 then
-      v = redis.call('INCR', k)
-    else
-      v = redis.call('INCRBY', k, added)
-    end
-    if v == added then
-      redis.call('PEXPIRE', k, ARGV[ab + 2 + (i - 1) * 5 + 5])
-    end
-  end
 end
 
 -- Group after group: each reads its counters after the groups before it
@@ -135,7 +138,7 @@ for _ = 1, tonumber(ARGV[1]) do
   for j = 1, m do
     -- A request whose balance Redis refuses (a wrong type, a broken
     -- balance) fails alone, as {-1}: the others are decided all the same.
-    local ok, row = pcall(one, vs, ab, n, cell, mc + (j - 1) * step)
+    local ok, row = pcall(one, vs, kb, ab, n, cell, mc + (j - 1) * step)
     if not ok then row = {-1} end
     rows[first + j - 1] = row
     if row[1] == 1 then
@@ -146,7 +149,7 @@ for _ = 1, tonumber(ARGV[1]) do
     end
   end
   -- A counter Redis refuses (not a number) fails the requests it counted.
-  if added > 0 and not pcall(write, kb, ab, n, added) then
+  if added > 0 and not cell and not pcall(write, kb, ab, n, added) then
     for r = first, #rows do
       if rows[r][1] == 1 then rows[r] = {-1} end
     end

@@ -2,7 +2,7 @@
 //! counters once and writes each once, and still decides every request on
 //! its own time and on what the group's earlier requests added. Groups of
 //! one call that share counters (an owner's window) see each other's
-//! counts.
+//! counts; a counter Redis refuses leaves no debit behind.
 
 use keygate::ratelimit::decision::{Check, Scope, Span};
 use keygate::ratelimit::redis::{Call, bucket_key};
@@ -142,4 +142,39 @@ async fn a_group_whose_first_request_gave_up_still_counts_the_others() {
     assert_eq!(seen, [Some((true, 0)), Some((true, 1))]);
     assert_eq!((batch.get_sample_count(), batch.get_sample_sum()), (2, 3.0));
     assert_eq!(r.counters("kg:{k}:*").values().sum::<i64>(), 2);
+}
+
+#[tokio::test]
+async fn a_window_redis_refuses_fails_its_requests_and_leaves_no_debit() {
+    let r = redis().await;
+    let (backend, _) = backend(&r).await;
+    let (start, index) = minute_start();
+    let limit = [check(Window::Minute, 10)];
+    let spans = [Span::at(Window::Minute, start + 1_000)];
+    let ask = keygate::credits::cell::Ask {
+        epoch: 1,
+        granted: 50,
+        reserve: 7,
+    };
+    let paid = |seed| keygate::ratelimit::redis::CreditCall {
+        cell: "kg:{m}:c",
+        ask,
+        seed,
+    };
+    let warm = call("kg:{warm}:", &limit[..], &spans[..], None);
+    backend.check(&warm, TIMEOUT).await.expect("warm-up");
+    // The current minute's counter is not a number: Redis refuses to count it.
+    let curr = bucket_key("kg:{m}:", Scope::Key, "r", Window::Minute, index);
+    r.cmd(&["HSET", &curr, "not", "a counter"]);
+    let (one, two) = (
+        call("kg:{m}:", &limit[..], &spans[..], Some(paid(Some(0)))),
+        call("kg:{m}:", &limit[..], &spans[..], Some(paid(Some(0)))),
+    );
+    let (a, b) = tokio::join!(backend.check(&one, TIMEOUT), backend.check(&two, TIMEOUT));
+    assert!(a.is_err() && b.is_err(), "{a:?} {b:?}");
+    assert_eq!(
+        r.cmd(&["EXISTS", "kg:{m}:c"]),
+        ::redis::Value::Int(0),
+        "nothing debited for requests that were not counted"
+    );
 }
