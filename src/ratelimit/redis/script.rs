@@ -21,8 +21,9 @@ use crate::ratelimit::decision::Counts;
 /// (the route's cost) and seed (the ledger's spending, or -1).
 /// A group's counters are read once; its requests are decided one after
 /// another on what was read plus what the earlier ones added, and each
-/// counter is written once at the group's end, before the next group reads
-/// (with credits, per request before its debit).
+/// counter and the balance are written once at the group's end (windows
+/// first: a counter Redis refuses leaves no debit), before the next group
+/// reads.
 /// Returns one row per request, `{allowed, credit, remaining, curr1, prev1,
 /// ...}`: `credit` is 0 (none), 1 (enough), 2 (exhausted) or 3 (missing: call
 /// again with a seed); `remaining` is the balance after this request; `{-1}`
@@ -56,12 +57,56 @@ local function write(kb, ab, n, added)
   end
 end
 
+-- The group's balance as a table {e, g, s}, false if missing, or the
+-- error Redis raised on it (each of the group's requests then fails).
+local function balance(cell)
+  local ok, cur = pcall(redis.call, 'HMGET', cell, 'e', 'g', 's')
+  if not ok then return 'the balance is not a hash' end
+  if not cur[1] then return false end
+  return {tonumber(cur[1]), tonumber(cur[2]), tonumber(cur[3])}
+end
+
+-- A request's credit ask (ARGV after mb: epoch, granted, reserve, seed) on
+-- the balance as the group's earlier requests left it. Sets the row's
+-- credit and remaining, refuses it when the balance cannot pay; returns
+-- the balance after it if it is admitted, and whether that balance is
+-- written whole (new, a new epoch, a larger grant).
+local function pay(bal, mb, out)
+  if type(bal) == 'string' then error(bal) end
+  local E, G = tonumber(ARGV[mb + 2]), tonumber(ARGV[mb + 3])
+  local cost = tonumber(ARGV[mb + 4])
+  local e, g, s, fresh
+  if not bal then
+    local seed = tonumber(ARGV[mb + 5])
+    if seed < 0 then
+      out[1], out[2] = 0, 3
+      return nil
+    end
+    e, g, s, fresh = E, G, seed, true
+  else
+    e, g, s, fresh = bal[1], bal[2], bal[3], false
+    if E > e then
+      e, g, s, fresh = E, G, 0, true
+    elseif E == e and G > g then
+      g, fresh = G, true
+    end
+  end
+  out[3] = g - s
+  if g - s < math.max(cost, 1) then
+    out[1], out[2] = 0, 2
+    return nil
+  end
+  out[2] = 1
+  if out[1] ~= 1 then return nil end
+  out[3] = g - s - cost
+  return {e, g, s + cost}, fresh
+end
+
 -- One request of a group (vs: the group's counters as its earlier requests
--- left them, KEYS after kb, the group's ARGV after ab, its own after mb;
--- cell: its balance or nil). Returns its row. A request with a balance is
--- counted in its windows here, before it is debited (a window Redis refuses
--- must not leave a debit behind); the caller counts the others' windows.
-local function one(vs, kb, ab, n, cell, mb)
+-- left them, the group's ARGV after ab, its own after mb; bal: the balance
+-- as they left it, nil without credits). Returns its row, and with credits
+-- the balance after it if admitted and whether that is written whole.
+local function one(vs, ab, n, bal, mb)
   local d = tonumber(ARGV[mb + 1])
   local out = {1, 0, 0}
   for i = 1, n do
@@ -75,53 +120,20 @@ local function one(vs, kb, ab, n, cell, mb)
     local est = p * ((len - (tonumber(ARGV[a + 3]) + d)) / len) + c
     if est + 1 > tonumber(ARGV[a + 1]) then out[1] = 0 end
   end
-  if not cell then return out end
-  local b = mb + 1
-  local e, g, s
-  -- fresh: the balance is written whole (new, a new epoch, a larger grant);
-  -- otherwise admitting only adds the cost to what was spent.
-  local fresh = false
-  local E = tonumber(ARGV[b + 1])
-  local G = tonumber(ARGV[b + 2])
-  local cur = redis.call('HMGET', cell, 'e', 'g', 's')
-  if not cur[1] then
-    local seed = tonumber(ARGV[b + 4])
-    if seed < 0 then
-      out[1] = 0
-      out[2] = 3
-      return out
-    end
-    e, g, s, fresh = E, G, seed, true
-  else
-    e, g, s = tonumber(cur[1]), tonumber(cur[2]), tonumber(cur[3])
-    if E > e then
-      e, g, s, fresh = E, G, 0, true
-    elseif E == e and G > g then
-      g, fresh = G, true
-    end
+  if bal == nil then return out end
+  return out, pay(bal, mb, out)
+end
+
+-- Writes a group's debits, once: the balance whole if it was new, in a new
+-- epoch or granted more, else what was spent (s0: `s` as read).
+local function debit(cell, bal, fresh, s0, ttl)
+  if fresh then
+    redis.call('HSET', cell, 'e', string.format('%.0f', bal[1]),
+      'g', string.format('%.0f', bal[2]), 's', string.format('%.0f', bal[3]))
+    redis.call('PEXPIRE', cell, ttl)
+  elseif bal[3] ~= s0 then
+    redis.call('HINCRBY', cell, 's', string.format('%.0f', bal[3] - s0))
   end
-  local need = math.max(tonumber(ARGV[b + 3]), 1)
-  out[3] = g - s
-  if g - s < need then
-    out[1] = 0
-    out[2] = 2
-  else
-    out[2] = 1
-  end
-  if out[1] == 1 then
-    write(kb, ab, n, 1)
-    local cost = tonumber(ARGV[b + 3])
-    s = s + cost
-    if fresh then
-      redis.call('HSET', cell, 'e', string.format('%.0f', e), 'g', string.format('%.0f', g),
-        's', string.format('%.0f', s))
-      redis.call('PEXPIRE', cell, ARGV[ab + 3 + 5 * n])
-    elseif cost ~= 0 then
-      redis.call('HINCRBY', cell, 's', cost)
-    end
-    out[3] = g - s
-  end
-  return out
 end
 
 -- Group after group: each reads its counters after the groups before it
@@ -133,12 +145,14 @@ for _ = 1, tonumber(ARGV[1]) do
   if ARGV[ab + 2] == '1' then cell, c = KEYS[kb + 2 * n + 1], 1 end
   local mc = ab + 3 + 5 * n + c
   local m, step = tonumber(ARGV[mc]), 1 + 4 * c
-  local vs = read(kb, n)
+  local vs, bal = read(kb, n), nil
+  if cell then bal = balance(cell) end
+  local s0, fresh = type(bal) == 'table' and bal[3], false
   local first, added = #rows + 1, 0
   for j = 1, m do
-    -- A request whose balance Redis refuses (a wrong type, a broken
-    -- balance) fails alone, as {-1}: the others are decided all the same.
-    local ok, row = pcall(one, vs, kb, ab, n, cell, mc + (j - 1) * step)
+    -- A request Redis refuses (its balance not a hash, not numbers) fails
+    -- alone, as {-1}: the others are decided all the same.
+    local ok, row, after, whole = pcall(one, vs, ab, n, bal, mc + (j - 1) * step)
     if not ok then row = {-1} end
     rows[first + j - 1] = row
     if row[1] == 1 then
@@ -146,12 +160,18 @@ for _ = 1, tonumber(ARGV[1]) do
       for i = 1, n do
         vs[2 * i - 1] = vs[2 * i - 1] + 1
       end
+      if after then bal, fresh = after, fresh or whole end
     end
   end
-  -- A counter Redis refuses (not a number) fails the requests it counted.
-  if added > 0 and not cell and not pcall(write, kb, ab, n, added) then
-    for r = first, #rows do
-      if rows[r][1] == 1 then rows[r] = {-1} end
+  -- Windows first, then the balance: a counter Redis refuses (not a
+  -- number) fails the requests it counted and debits nothing.
+  if added > 0 then
+    local ok = pcall(write, kb, ab, n, added)
+    if ok and cell then ok = pcall(debit, cell, bal, fresh, s0, ARGV[ab + 3 + 5 * n]) end
+    if not ok then
+      for r = first, #rows do
+        if rows[r][1] == 1 then rows[r] = {-1} end
+      end
     end
   end
   kb, ab = kb + 2 * n + c, mc + m * step

@@ -178,3 +178,49 @@ async fn a_window_redis_refuses_fails_its_requests_and_leaves_no_debit() {
         "nothing debited for requests that were not counted"
     );
 }
+
+#[tokio::test]
+async fn a_busy_keys_balance_is_read_and_debited_once_per_call_and_each_request_pays_in_turn() {
+    let r = redis().await;
+    let (backend, _) = backend(&r).await;
+    let (start, _) = minute_start();
+    let limit = [check(Window::Minute, 100)];
+    let spans = [Span::at(Window::Minute, start + 1_000)];
+    let ask = keygate::credits::cell::Ask {
+        epoch: 1,
+        granted: 20,
+        reserve: 7,
+    };
+    let paid = keygate::ratelimit::redis::CreditCall {
+        cell: "kg:{p}:c",
+        ask,
+        seed: Some(0),
+    };
+    let warm = call("kg:{warm}:", &limit[..], &spans[..], None);
+    backend.check(&warm, TIMEOUT).await.expect("warm-up");
+    r.cmd(&["CONFIG", "RESETSTAT"]);
+    let req = call("kg:{p}:", &limit[..], &spans[..], Some(paid));
+    let replies = tokio::join!(
+        backend.check(&req, TIMEOUT),
+        backend.check(&req, TIMEOUT),
+        backend.check(&req, TIMEOUT),
+    );
+    let seen = [replies.0, replies.1, replies.2]
+        .map(|r| r.map(|r| (r.allowed, r.credit, r.remaining)).ok());
+    use keygate::ratelimit::redis::CreditReply::{Enough, Exhausted};
+    assert_eq!(
+        seen,
+        [
+            Some((true, Enough, 13)),
+            Some((true, Enough, 6)),
+            Some((false, Exhausted, 6))
+        ]
+    );
+    assert_eq!(
+        r.cmd(&["HGET", "kg:{p}:c", "s"]),
+        ::redis::Value::BulkString(b"14".to_vec())
+    );
+    assert_eq!(r.counters("kg:{p}:k:*").values().sum::<i64>(), 2);
+    let calls = ["hmget", "hset", "hincrby"].map(|c| r.calls(c));
+    assert_eq!(calls, [1, 1, 0], "one read and one write of the balance");
+}
