@@ -141,6 +141,18 @@ class Key:
         return f"x-api-key: {self.secret}"
 
 
+@dataclass
+class KeyRing:
+    """Keys a row's requests take in turn, one per request (wrk sets the header from a script)."""
+    keys: list
+
+    def lua(self):
+        secrets = ", ".join(json.dumps(k.secret) for k in self.keys)
+        return (f"local keys = {{{secrets}}}\nlocal turn = 0\n"
+                "request = function()\n  turn = turn % #keys + 1\n"
+                "  wrk.headers[\"x-api-key\"] = keys[turn]\n  return wrk.format()\nend\n")
+
+
 def create_key(bins, config, env, limits, owner="bench", scopes=("orders:*",), cidrs=("127.0.0.0/8",)):
     cmd = [str(bins.keygate), "--config", str(config), "keys", "create", "--owner", owner, "--name", "bench", "--json"]
     for s in scopes:

@@ -2,6 +2,7 @@
 
 import re
 import subprocess
+from pathlib import Path
 
 from .procs import pinned
 
@@ -16,6 +17,16 @@ function delay()
   return math.random(1, 2 * mean_ms - 1)
 end
 """
+
+
+def key_load(key, work, name, pace=None):
+    """wrk's -H headers and -s script for a row's key: its header, or for a key ring a script
+    taking its keys in turn (with the pacing script `pace`, when paced)."""
+    if key is None or not hasattr(key, "lua"):
+        return ([key.header()] if key else []), pace
+    path = Path(work) / f"wrk-{name}{'-paced' if pace else ''}.lua"
+    path.write_text(key.lua() + (Path(pace).read_text() if pace else ""))
+    return [], str(path)
 
 
 def empty_result():

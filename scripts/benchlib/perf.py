@@ -8,7 +8,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from .load import wrk
+from .load import key_load, wrk
 from .procs import die, pinned, proxy_pids, stop
 from .scenarios import start
 
@@ -32,17 +32,17 @@ def check_tools():
 def record(ctx, s, data):
     """perf record on the row's proxy while wrk keeps it at full load."""
     p = start(ctx, s)
-    headers = [s.key.header()] if s.key else []
+    headers, script = key_load(s.key, ctx.work, s.name)
     url = f"http://127.0.0.1:{s.port}{s.path}"
     d = ctx.args.duration
     try:
-        wrk(url, 2, ctx.args.connections, headers, ctx.load_cpu)  # warm-up
+        wrk(url, 2, ctx.args.connections, headers, ctx.load_cpu, script=script)  # warm-up
         pids = ",".join(str(x) for x in proxy_pids(p, s.target))
         perf = subprocess.Popen(pinned(["perf", "record", "-g", "--call-graph", "dwarf", "-F", "499", "-p", pids,
                                         "-o", str(data), "--", "sleep", str(d)], ctx.load_cpu),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         time.sleep(0.2)
-        r = wrk(url, d + 1, ctx.args.connections, headers, ctx.load_cpu)
+        r = wrk(url, d + 1, ctx.args.connections, headers, ctx.load_cpu, script=script)
         _, err = perf.communicate(timeout=60)
     finally:
         stop(p)

@@ -1,9 +1,11 @@
 """The rows, and which rows a selection (`--only`, `--perf`) needs."""
 
 # Measured in this order (the table lists them in MAIN_ROWS order).
-RUN_ORDER = ("direct", "nginx", "pingora", "public", "auth", "auth-memory", "haproxy-auth", "full", "full-batched",
+RUN_ORDER = ("direct", "nginx", "pingora", "public", "auth", "auth-memory", "haproxy-auth", "full", "full-keys",
+             "full-batched",
              "full-cluster", "full-pgbouncer", "full-credits")
-MAIN_ROWS = ("direct", "nginx", "pingora", "public", "auth", "auth-memory", "haproxy-auth", "full", "full-batched",
+MAIN_ROWS = ("direct", "nginx", "pingora", "public", "auth", "auth-memory", "haproxy-auth", "full", "full-keys",
+             "full-batched",
              "full-credits", "full-cluster", "full-pgbouncer")
 TLS_ROWS = ("nginx-tls-h1", "tls-h1", "nginx-tls-h2", "tls-h2")
 ALL_ROWS = RUN_ORDER + TLS_ROWS
@@ -15,6 +17,7 @@ BASE = ("direct", "nginx", "public")
 PEERS = {
     "auth-memory": ("haproxy-auth",),
     "haproxy-auth": ("auth-memory",),
+    "full-keys": ("full",),
     "full-batched": ("full",),
     "full-cluster": ("full",),
     "full-pgbouncer": ("full",),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import keygate, services
 from .keygate import HASH_SECRET, Site, binaries, migrate, usage_counts
-from .load import PACE, wrk
+from .load import PACE, key_load, wrk
 from .perf import check_tools, profile
 from .report import report
 from .procs import cleanup, cpus, die, free_port, proxy_pids, stop, total_cpu, wait_port, which
@@ -102,14 +102,14 @@ def redis_cpu(ctx, name):
 def measure_max(ctx, s):
     """One closed-loop run of a row at full load."""
     p = start(ctx, s)
-    headers = [s.key.header()] if s.key else []
+    headers, script = key_load(s.key, ctx.work, s.name)
     url = f"http://127.0.0.1:{s.port}{s.path}"
-    wrk(url, 2, ctx.args.connections, headers, ctx.load_cpu)  # warm-up: connections, pools, caches
+    wrk(url, 2, ctx.args.connections, headers, ctx.load_cpu, script=script)  # warm-up: connections, pools, caches
     pids = proxy_pids(p, s.target) if p else []
     full = s.name.startswith("full")
     cpu0, redis0 = total_cpu(pids), redis_total(ctx, s.name) if full else 0
     redis_cpu0 = redis_cpu(ctx, s.name) if full else 0
-    r = wrk(url, ctx.args.duration, ctx.args.connections, headers, ctx.load_cpu)
+    r = wrk(url, ctx.args.duration, ctx.args.connections, headers, ctx.load_cpu, script=script)
     cpu1 = total_cpu(pids)
     if full:
         r["redis_per_req"] = (redis_total(ctx, s.name) - redis0) / max(r["requests"], 1)
@@ -128,11 +128,11 @@ def measure_paced(ctx, s, rate, pace):
     delay_ms = 10
     conns = max(1, rate * delay_ms // 1000)
     p = start(ctx, s)
-    headers = [s.key.header()] if s.key else []
+    headers, script = key_load(s.key, ctx.work, s.name, str(pace))
     url = f"http://127.0.0.1:{s.port}{s.path}"
     env = dict(os.environ, BENCH_DELAY_MS=str(delay_ms))
-    wrk(url, 2, conns, headers, ctx.load_cpu, script=str(pace), env=env)
-    r = wrk(url, ctx.args.duration, conns, headers, ctx.load_cpu, script=str(pace), env=env)
+    wrk(url, 2, conns, headers, ctx.load_cpu, script=script, env=env)
+    r = wrk(url, ctx.args.duration, conns, headers, ctx.load_cpu, script=script, env=env)
     if p:
         stop(p)
     return r

@@ -4,12 +4,15 @@ import time
 from collections import namedtuple
 
 from . import haproxy
-from .keygate import create_key, create_owner, keygate_conf
+from .keygate import KeyRing, create_key, create_owner, keygate_conf
 from .procs import die, spawn, wait_port
 from .rows import RUN_ORDER
 
 # name, target, port, path, key (keygate.Key or None), keygate config
 Scenario = namedtuple("Scenario", "name target port path key config")
+
+# full-keys: this many keys with full's limits, each request the next one's.
+RING = 64
 
 FULL_LIMITS = ["second=100000000", "minute=10000000000", "hour=100000000000", "day=1000000000000"]
 
@@ -39,6 +42,8 @@ def make_keys(ctx):
     """The keys the rows use; with haproxy-auth/auth-memory also the smoke check's keys."""
     plain, mk = ctx.configs["plain"], lambda limits, **kw: create_key(ctx.bins, plain, ctx.env, limits, **kw)
     keys = {"auth": mk([]), "full": mk(FULL_LIMITS)}
+    if "full-keys" in ctx.rows:
+        keys["ring"] = KeyRing([mk(FULL_LIMITS) for _ in range(RING)])
     if "full-credits" in ctx.rows:
         create_owner(ctx.bins, plain, ctx.env, "bench-credits", ["minute=10000000000"], 10**15)
         keys["credits"] = mk(FULL_LIMITS, owner="bench-credits")
@@ -61,6 +66,7 @@ def scenarios(ctx):
         "auth-memory": ("keygate", kg, "/api/x", k["full"], c["plain"]),
         "haproxy-auth": ("haproxy", p["haproxy"], "/api/x", k["full"], None),
         "full": ("keygate", kg, "/api/x", k["full"], c.get("full")),
+        "full-keys": ("keygate", kg, "/api/x", k.get("ring"), c.get("full")),
         "full-batched": ("keygate", kg, "/api/x", k["full"], c.get("fullb")),
         "full-cluster": ("keygate", kg, "/api/x", k["full"], c.get("fullc")),
         "full-pgbouncer": ("keygate", kg, "/api/x", k["full"], c.get("fullp")),
@@ -72,7 +78,8 @@ def scenarios(ctx):
 def write_haproxy(ctx):
     if "haproxy-auth" in ctx.rows:
         ctx.haproxy_cfg = haproxy.write_config(ctx.work, ctx.ports["haproxy"], ctx.ports["upstream"],
-                                               list(ctx.keys.values()), ctx.args.threads)
+                                               [k for k in ctx.keys.values() if not isinstance(k, KeyRing)],
+                                               ctx.args.threads)
 
 
 def start(ctx, s):
