@@ -43,6 +43,16 @@ pub(super) async fn backend(r: &RedisServer) -> (Arc<RedisBackend>, prometheus::
     (backend, batch)
 }
 
+/// Opens the thread's connection with a request on keys of its own, so that
+/// the requests after it queue at their first poll.
+pub(super) async fn warm_up(backend: &RedisBackend) {
+    let now = keygate::clock::Clock::system().now_ms() as u64;
+    let windows = [check(Window::Minute, 10)];
+    let spans = [Span::at(Window::Minute, now)];
+    let warm = call("kg:{warm}:", &windows[..], &spans[..], None);
+    backend.check(&warm, TIMEOUT).await.expect("warm-up");
+}
+
 pub(super) fn call<'a>(
     prefix: &'a str,
     checks: &'a [Check],
@@ -154,8 +164,7 @@ async fn a_request_that_gave_up_before_its_call_was_sent_is_not_counted() {
     let gone = call("kg:{gone}:", &windows[..], &spans[..], None);
     let stays = call("kg:{stays}:", &windows[..], &spans[..], None);
     // The thread's connection is open, so a request queues at its first poll.
-    let warm = call("kg:{warm}:", &windows[..], &spans[..], None);
-    backend.check(&warm, TIMEOUT).await.expect("warm-up");
+    warm_up(&backend).await;
     // Queued (its call's task spawned, not yet run), then dropped: the
     // request's own timeout, or its client leaving.
     let mut first = Box::pin(backend.check(&gone, TIMEOUT));

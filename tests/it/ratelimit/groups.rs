@@ -4,11 +4,12 @@
 //! one call that share counters (an owner's window) see each other's
 //! counts; a counter Redis refuses leaves no debit behind.
 
+use keygate::credits::cell::Ask;
 use keygate::ratelimit::decision::{Check, Scope, Span};
-use keygate::ratelimit::redis::{Call, bucket_key};
+use keygate::ratelimit::redis::{Call, CreditCall, bucket_key};
 use keygate::ratelimit::window::Window;
 
-use super::combine::{TIMEOUT, backend, call, check};
+use super::combine::{TIMEOUT, backend, call, check, warm_up};
 use super::redis;
 
 /// A time 1 s into a minute bucket, and that bucket's index.
@@ -16,6 +17,21 @@ fn minute_start() -> (u64, u64) {
     let now = keygate::clock::Clock::system().now_ms() as u64;
     let b = Window::Minute.bucket(now);
     (b.start_ms, b.index)
+}
+
+/// A credit ask on `cell` (epoch 1, cost 7) whose balance, when missing,
+/// starts from the ledger's 0 spent.
+fn paid(cell: &str, granted: i64) -> CreditCall<'_> {
+    let ask = Ask {
+        epoch: 1,
+        granted,
+        reserve: 7,
+    };
+    CreditCall {
+        cell,
+        ask,
+        seed: Some(0),
+    }
 }
 
 #[tokio::test]
@@ -34,10 +50,7 @@ async fn a_busy_keys_requests_share_reads_and_writes_and_are_each_decided_at_the
     let d = call("kg:{busy}:", &limit[..], &late[..], None);
     let one = [check(Window::Minute, 1)];
     let other = call("kg:{other}:", &one[..], &early[..], None);
-    backend
-        .check(&call("kg:{warm}:", &one[..], &early[..], None), TIMEOUT)
-        .await
-        .expect("warm-up");
+    warm_up(&backend).await;
     r.cmd(&["CONFIG", "RESETSTAT"]);
 
     // Pushed before the sending task first runs: one call, two groups.
@@ -88,11 +101,7 @@ async fn an_owners_window_shared_by_two_keys_groups_in_one_call_admits_exactly_i
         ..call(key, &checks[..], &spans[..], None)
     };
     let (a, b) = (of("kg:{o:1}:a:"), of("kg:{o:1}:b:"));
-    backend
-        .check(&of("kg:{o:1}:w:"), TIMEOUT)
-        .await
-        .expect("warm-up");
-    r.cmd(&["FLUSHALL"]);
+    warm_up(&backend).await;
 
     let replies = tokio::join!(
         backend.check(&a, TIMEOUT),
@@ -127,8 +136,7 @@ async fn a_group_whose_first_request_gave_up_still_counts_the_others() {
         call("kg:{k}:", &limit[..], &spans[..], None),
         call("kg:{k}:", &limit[..], &later[..], None),
     );
-    let warm = call("kg:{warm}:", &limit[..], &spans[..], None);
-    backend.check(&warm, TIMEOUT).await.expect("warm-up");
+    warm_up(&backend).await;
     // All three queue in one call; the group's first then gives up.
     let mut first = Box::pin(backend.check(&gone, TIMEOUT));
     let mut second = Box::pin(backend.check(&stays, TIMEOUT));
@@ -151,24 +159,23 @@ async fn a_window_redis_refuses_fails_its_requests_and_leaves_no_debit() {
     let (start, index) = minute_start();
     let limit = [check(Window::Minute, 10)];
     let spans = [Span::at(Window::Minute, start + 1_000)];
-    let ask = keygate::credits::cell::Ask {
-        epoch: 1,
-        granted: 50,
-        reserve: 7,
-    };
-    let paid = |seed| keygate::ratelimit::redis::CreditCall {
-        cell: "kg:{m}:c",
-        ask,
-        seed,
-    };
-    let warm = call("kg:{warm}:", &limit[..], &spans[..], None);
-    backend.check(&warm, TIMEOUT).await.expect("warm-up");
+    warm_up(&backend).await;
     // The current minute's counter is not a number: Redis refuses to count it.
     let curr = bucket_key("kg:{m}:", Scope::Key, "r", Window::Minute, index);
     r.cmd(&["HSET", &curr, "not", "a counter"]);
     let (one, two) = (
-        call("kg:{m}:", &limit[..], &spans[..], Some(paid(Some(0)))),
-        call("kg:{m}:", &limit[..], &spans[..], Some(paid(Some(0)))),
+        call(
+            "kg:{m}:",
+            &limit[..],
+            &spans[..],
+            Some(paid("kg:{m}:c", 50)),
+        ),
+        call(
+            "kg:{m}:",
+            &limit[..],
+            &spans[..],
+            Some(paid("kg:{m}:c", 50)),
+        ),
     );
     let (a, b) = tokio::join!(backend.check(&one, TIMEOUT), backend.check(&two, TIMEOUT));
     assert!(a.is_err() && b.is_err(), "{a:?} {b:?}");
@@ -186,20 +193,14 @@ async fn a_busy_keys_balance_is_read_and_debited_once_per_call_and_each_request_
     let (start, _) = minute_start();
     let limit = [check(Window::Minute, 100)];
     let spans = [Span::at(Window::Minute, start + 1_000)];
-    let ask = keygate::credits::cell::Ask {
-        epoch: 1,
-        granted: 20,
-        reserve: 7,
-    };
-    let paid = keygate::ratelimit::redis::CreditCall {
-        cell: "kg:{p}:c",
-        ask,
-        seed: Some(0),
-    };
-    let warm = call("kg:{warm}:", &limit[..], &spans[..], None);
-    backend.check(&warm, TIMEOUT).await.expect("warm-up");
+    warm_up(&backend).await;
     r.cmd(&["CONFIG", "RESETSTAT"]);
-    let req = call("kg:{p}:", &limit[..], &spans[..], Some(paid));
+    let req = call(
+        "kg:{p}:",
+        &limit[..],
+        &spans[..],
+        Some(paid("kg:{p}:c", 20)),
+    );
     let replies = tokio::join!(
         backend.check(&req, TIMEOUT),
         backend.check(&req, TIMEOUT),
