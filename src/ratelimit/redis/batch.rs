@@ -171,14 +171,16 @@ impl Batch {
     /// requests in the order of the script's rows.
     fn command(&self, sha: &str, keep: &[bool]) -> (Cmd, Vec<usize>) {
         let sent = |m: &Member| keep.get(m.request).copied().unwrap_or(false);
-        let live = || self.groups.iter().filter(|g| g.members.iter().any(sent));
-        let nkeys: usize = live().map(Group::nkeys).sum();
+        let live: Vec<&Group> = (self.groups.iter())
+            .filter(|g| g.members.iter().any(sent))
+            .collect();
+        let nkeys: usize = live.iter().map(|g| g.nkeys()).sum();
         let mut cmd = Cmd::with_capacity(8 + nkeys + 8 * self.len, 64 + 48 * nkeys);
         cmd.arg("EVALSHA").arg(sha).arg(nkeys);
-        live().for_each(|g| g.write_keys(&mut cmd));
-        cmd.arg(live().count());
-        live().for_each(|g| g.write_args(&mut cmd, &sent));
-        let order = live()
+        live.iter().for_each(|g| g.write_keys(&mut cmd));
+        cmd.arg(live.len());
+        live.iter().for_each(|g| g.write_args(&mut cmd, &sent));
+        let order = (live.iter())
             .flat_map(|g| g.members.iter().filter(|m| sent(m)))
             .map(|m| m.request)
             .collect();
