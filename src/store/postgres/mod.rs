@@ -7,6 +7,7 @@
 //! state is used, and LISTEN runs on `store.listen_url` (a direct connection)
 //! or not at all: a LISTEN through such a pooler receives nothing.
 
+mod copy;
 mod errors;
 mod listen;
 mod session;

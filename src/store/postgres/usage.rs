@@ -1,5 +1,10 @@
-//! Usage records into Postgres: one statement per batch, columns bound as
-//! arrays and unnested; rows seen before (by id) are skipped.
+//! Usage records into Postgres. A batch goes first as one binary `COPY` (the
+//! cheapest bulk path, for the server and for this process). `COPY` cannot
+//! skip rows: if any record was written before (a journal or spool replay, a
+//! retry after a lost commit), it fails on the primary key as a whole, and
+//! the batch is rolled back to a savepoint and written again by the
+//! idempotent statement: columns bound as arrays and unnested, rows seen
+//! before (by id) skipped. Either way the caller learns which records are new.
 
 use std::collections::HashSet;
 
@@ -9,6 +14,7 @@ use uuid::Uuid;
 
 use super::{PgSession, db_err};
 use crate::store::StoreError;
+use crate::store::sql::Session;
 use crate::store::sql::record_time;
 use crate::usage::UsageRecord;
 
@@ -30,7 +36,43 @@ fn big(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+const COPY_SAVEPOINT: &str = "SAVEPOINT usage_copy";
+const COPY_UNDO: &str = "ROLLBACK TO SAVEPOINT usage_copy";
+
+/// Writes `batch` in `tx`, and says which of its records were new.
 pub(super) async fn insert(
+    tx: &mut PgSession,
+    batch: &[UsageRecord],
+) -> Result<HashSet<Uuid>, StoreError> {
+    let data = super::copy::encode(batch)?;
+    tx.execute(COPY_SAVEPOINT, Vec::new()).await?;
+    match copy(tx, data).await {
+        Ok(()) => Ok(batch.iter().map(|r| r.id).collect()),
+        Err(e) if is_unique_violation(&e) => {
+            tx.execute(COPY_UNDO, Vec::new()).await?;
+            insert_new(tx, batch).await
+        }
+        Err(e) => Err(db_err(e)),
+    }
+}
+
+async fn copy(tx: &mut PgSession, data: Vec<u8>) -> Result<(), sqlx::Error> {
+    let mut c = tx.conn().copy_in_raw(super::copy::STATEMENT).await?;
+    let sent = c.send(data).await.map(drop);
+    if let Err(e) = sent {
+        // The connection is unusable until the copy ends; the send's error says why.
+        let _ = c.abort("keygate: usage copy failed").await;
+        return Err(e);
+    }
+    c.finish().await.map(drop)
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("23505"))
+}
+
+/// The idempotent path: inserts the records not written before.
+async fn insert_new(
     tx: &mut PgSession,
     batch: &[UsageRecord],
 ) -> Result<HashSet<Uuid>, StoreError> {

@@ -116,6 +116,21 @@ async fn one_row_per_request(
     rows
 }
 
+/// The requests the hourly rollups count for `a` around now.
+async fn rollup_requests(store: &dyn UsageStore, a: &CreatedKey) -> i64 {
+    let now = chrono::Utc::now();
+    let buckets = store
+        .usage_buckets(
+            &keygate::store::UsageSubject::Key(a.key.id),
+            now - chrono::Duration::hours(2),
+            now + chrono::Duration::hours(1),
+            keygate::store::Granularity::Hour,
+        )
+        .await
+        .expect("buckets");
+    buckets.iter().map(|b| b.requests).sum()
+}
+
 /// The keys' use counts and the hourly rollups.
 async fn use_counts_and_rollups(
     svc: &KeyService,
@@ -127,21 +142,7 @@ async fn use_counts_and_rollups(
     assert_eq!(a_key.use_count, 5);
     assert!(a_key.last_used_at.is_some());
     assert_eq!(svc.get(b.key.id).await.expect("key").use_count, 2);
-    let now = chrono::Utc::now();
-    let buckets = store
-        .usage_buckets(
-            &keygate::store::UsageSubject::Key(a.key.id),
-            now - chrono::Duration::hours(2),
-            now + chrono::Duration::hours(1),
-            keygate::store::Granularity::Hour,
-        )
-        .await
-        .expect("buckets");
-    assert_eq!(
-        buckets.iter().map(|b| b.requests).sum::<i64>(),
-        5,
-        "rollups add up"
-    );
+    assert_eq!(rollup_requests(store, a).await, 5, "rollups add up");
 }
 
 /// Replaying the same records adds nothing.
@@ -156,6 +157,29 @@ async fn replay_adds_nothing(
     store.write_usage(rows).await.expect("replay");
     assert_eq!(all().await.len(), n);
     assert_eq!(svc.get(a.key.id).await.expect("key").use_count, 5);
+
+    // Old records with a new one among them: only the new one counts (on
+    // Postgres the bulk copy refuses the batch, and the idempotent insert
+    // writes the one row it lacks).
+    let mut fresh = rows[0].clone();
+    fresh.id = keygate::ids::uuid_v7();
+    fresh.request_id = "usage-replayed-with-a-new-one".into();
+    fresh.client_ip = Some("2001:db8::7".parse().expect("ip"));
+    let mixed = [&rows[..3], std::slice::from_ref(&fresh), &rows[3..]].concat();
+    assert_eq!(
+        store.write_usage(&mixed).await.expect("mixed"),
+        1,
+        "one new"
+    );
+    let after = all().await;
+    assert_eq!(after.len(), n + 1);
+    let got = after
+        .iter()
+        .find(|r| r.id == fresh.id)
+        .expect("the new row");
+    assert_eq!(got, &fresh, "every field as written");
+    assert_eq!(svc.get(a.key.id).await.expect("key").use_count, 6);
+    assert_eq!(rollup_requests(store, a).await, 6);
 }
 
 async fn n_requests_give_n_rows_with_the_right_fields(kind: StoreKind) {
