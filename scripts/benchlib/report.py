@@ -41,8 +41,8 @@ def header(args, rate):
 
 TABLE_HEAD = [
     "| scenario | req/s | vs nginx | vs public | CPU µs/req | capacity vs nginx | capacity vs public | p50 µs @rate "
-    "| p99 µs @rate | p99 added over direct µs | Redis cmds/req | Redis CPU µs/req | errors |",
-    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    "| p99 µs @rate | p99 added over direct µs | Redis cmds/req | Redis CPU µs/req | Postgres CPU µs/req | errors |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
 ]
 
 
@@ -56,6 +56,7 @@ def table_row(results, name):
     return (f"| {name} | {r['rps']:.0f} | {r['rps'] / nginx:.2f} | {r['rps'] / public:.2f} | "
             f"{c:.1f} | {cap_n} | {cap_p} | {fmt_us(pr['p50'])} | {fmt_us(pr['p99'])} | {added} | "
             f"{r.get('redis_per_req', 0):.2f} | {r.get('redis_cpu_us_per_req', 0):.1f} | "
+            f"{r.get('pg_cpu_us_per_req', 0):.1f} | "
             f"{r['errors'] + pr['errors']} |")
 
 

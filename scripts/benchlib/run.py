@@ -37,6 +37,7 @@ class Ctx:
     configs: dict = field(default_factory=dict)
     keys: dict = field(default_factory=dict)
     haproxy_cfg: Path = None
+    postmaster: int = None
 
 
 def check_tools_installed(ctx):
@@ -109,11 +110,13 @@ def measure_max(ctx, s):
     full = s.name.startswith("full")
     cpu0, redis0 = total_cpu(pids), redis_total(ctx, s.name) if full else 0
     redis_cpu0 = redis_cpu(ctx, s.name) if full else 0
+    pg_cpu0 = services.postgres_cpu_seconds(ctx.postmaster) if full else 0
     r = wrk(url, ctx.args.duration, ctx.args.connections, headers, ctx.load_cpu, script=script)
     cpu1 = total_cpu(pids)
     if full:
         r["redis_per_req"] = (redis_total(ctx, s.name) - redis0) / max(r["requests"], 1)
         r["redis_cpu_us_per_req"] = (redis_cpu(ctx, s.name) - redis_cpu0) * 1e6 / max(r["requests"], 1)
+        r["pg_cpu_us_per_req"] = (services.postgres_cpu_seconds(ctx.postmaster) - pg_cpu0) * 1e6 / max(r["requests"], 1)
         time.sleep(0.3)  # the last usage batch
         r["usage"] = usage_counts(ctx.ports["admin"])
     if pids:
@@ -175,6 +178,7 @@ def run(ctx):
     db_admin = services.db_admin_url()
     db_name = f"keygate_bench_{os.getpid()}"
     db_url = services.create_database(db_admin, db_name)
+    ctx.postmaster = services.postmaster_pid(db_admin)
     try:
         start_backends(ctx, db_admin, db_name)
         prepare(ctx, db_url)

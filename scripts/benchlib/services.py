@@ -3,6 +3,7 @@ server or a cluster), Postgres and PgBouncer."""
 
 import os
 import subprocess
+from pathlib import Path
 import time
 from urllib.parse import unquote, urlsplit
 
@@ -153,6 +154,34 @@ def create_database(db_admin, db_name):
 
 def drop_database(db_admin, db_name):
     subprocess.run(["psql", db_admin, "-qc", f"DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"], capture_output=True)
+
+
+def postmaster_pid(db_admin):
+    """The local Postgres server's main process, or None (a remote one, or no /proc)."""
+    out = subprocess.run(["psql", db_admin, "-tAc", "SELECT pg_backend_pid()"], capture_output=True, text=True)
+    try:
+        stat = Path(f"/proc/{int(out.stdout.strip())}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[1])
+    except (ValueError, OSError, IndexError):
+        return None
+
+
+def postgres_cpu_seconds(postmaster):
+    """CPU time so far of the server and its processes (backends, WAL writer,
+    checkpointer, ...); those that exited since the last call are not counted."""
+    if postmaster is None:
+        return 0.0
+    total = 0.0
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            f = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(d.name) == postmaster or f[1] == str(postmaster):
+            total += (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def redis_cpu_seconds(port):
