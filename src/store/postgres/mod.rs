@@ -13,16 +13,14 @@ mod listen;
 mod session;
 mod usage;
 
-use std::collections::HashSet;
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
-use uuid::Uuid;
 
 use crate::config::Pooler;
-use crate::store::sql::{Dialect, Fragments, Session, SqlStore, Value};
+use crate::store::sql::{Dialect, Fragments, Inserted, Session, SqlStore, Value};
 use crate::store::{ChangeListener, StoreError};
 use crate::usage::UsageRecord;
 pub use errors::TlsFailure;
@@ -205,7 +203,7 @@ impl Dialect for Pg {
         &self,
         tx: &mut PgSession,
         batch: &[UsageRecord],
-    ) -> Result<HashSet<Uuid>, StoreError> {
+    ) -> Result<Inserted, StoreError> {
         usage::insert(tx, batch).await
     }
 }

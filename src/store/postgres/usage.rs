@@ -14,8 +14,8 @@ use uuid::Uuid;
 
 use super::{PgSession, db_err};
 use crate::store::StoreError;
-use crate::store::sql::Session;
 use crate::store::sql::record_time;
+use crate::store::sql::{Inserted, Session};
 use crate::usage::UsageRecord;
 
 const INSERT: &str = "
@@ -43,14 +43,14 @@ const COPY_UNDO: &str = "ROLLBACK TO SAVEPOINT usage_copy";
 pub(super) async fn insert(
     tx: &mut PgSession,
     batch: &[UsageRecord],
-) -> Result<HashSet<Uuid>, StoreError> {
+) -> Result<Inserted, StoreError> {
     let data = super::copy::encode(batch)?;
     tx.execute(COPY_SAVEPOINT, Vec::new()).await?;
     match copy(tx, data).await {
-        Ok(()) => Ok(batch.iter().map(|r| r.id).collect()),
+        Ok(()) => Ok(Inserted::All),
         Err(e) if is_unique_violation(&e) => {
             tx.execute(COPY_UNDO, Vec::new()).await?;
-            insert_new(tx, batch).await
+            insert_new(tx, batch).await.map(Inserted::Only)
         }
         Err(e) => Err(db_err(e)),
     }

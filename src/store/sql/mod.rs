@@ -16,17 +16,14 @@ pub(crate) mod session;
 mod usage;
 mod value;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use uuid::Uuid;
-
 use super::{ChangeListener, Database, StoreError};
 use crate::usage::UsageRecord;
-pub use usage::record_time;
+pub use usage::{Inserted, record_time};
 pub use value::{Column, SqlRow, Value};
 
 /// SQL that differs between backends.
@@ -94,12 +91,12 @@ pub trait Dialect: Send + Sync + 'static {
     /// A pooled connection, no transaction.
     async fn conn(&self) -> Result<Self::Session, StoreError>;
 
-    /// Inserts the records not stored yet (by id), in bulk; returns their ids.
+    /// Inserts the records not stored yet (by id), in bulk; says which.
     async fn insert_usage(
         &self,
         tx: &mut Self::Session,
         batch: &[UsageRecord],
-    ) -> Result<HashSet<Uuid>, StoreError>;
+    ) -> Result<Inserted, StoreError>;
 
     /// Applies the backend's schema migrations (idempotent).
     async fn migrate(&self) -> Result<(), StoreError>;

@@ -3,6 +3,7 @@
 //! here from the new ones only, so replaying a batch never counts it twice.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -50,7 +51,32 @@ struct Rollup {
     credits: i64,
 }
 
-type RollupKey = (Uuid, DateTime<Utc>, String, Outcome);
+/// Key, hour, route (shared, not copied per record), outcome.
+type RollupKey = (Uuid, DateTime<Utc>, Option<Arc<str>>, Outcome);
+
+/// Which records of a batch a backend stored (the others were stored before).
+pub enum Inserted {
+    /// Every one.
+    All,
+    /// Those with these ids.
+    Only(HashSet<Uuid>),
+}
+
+impl Inserted {
+    fn has(&self, id: &Uuid) -> bool {
+        match self {
+            Inserted::All => true,
+            Inserted::Only(ids) => ids.contains(id),
+        }
+    }
+
+    fn count(&self, batch: &[UsageRecord]) -> u64 {
+        match self {
+            Inserted::All => batch.len() as u64,
+            Inserted::Only(ids) => ids.len() as u64,
+        }
+    }
+}
 
 /// Per key × hour × route × outcome, and per key (count, last use).
 #[derive(Default)]
@@ -69,7 +95,7 @@ impl Totals {
         let key = (
             r.key_id.unwrap_or(Uuid::nil()),
             hour,
-            r.route.as_deref().unwrap_or("").to_owned(),
+            r.route.clone(),
             r.outcome,
         );
         let roll = self.rollups.entry(key).or_default();
@@ -97,7 +123,7 @@ impl Totals {
             let args = vec![
                 Value::Uuid(Some(key_id)),
                 Value::Time(Some(hour)),
-                Value::Text(Some(route)),
+                Value::Text(Some(route.as_deref().unwrap_or("").to_owned())),
                 Value::Text(Some(outcome.as_str().to_owned())),
                 Value::Int(Some(r.requests)),
                 Value::Int(Some(r.latency_sum)),
@@ -196,14 +222,14 @@ impl<D: Dialect> UsageStore for SqlStore<D> {
             return Ok(0);
         }
         let mut tx = self.d.begin().await?;
-        let new: HashSet<Uuid> = self.d.insert_usage(&mut tx, batch).await?;
+        let new = self.d.insert_usage(&mut tx, batch).await?;
         let mut totals = Totals::default();
-        for r in batch.iter().filter(|r| new.contains(&r.id)) {
+        for r in batch.iter().filter(|r| new.has(&r.id)) {
             totals.add(r)?;
         }
         totals.write(&mut tx).await?;
         tx.commit().await?;
-        Ok(new.len() as u64)
+        Ok(new.count(batch))
     }
 
     async fn usage_buckets(

@@ -6,7 +6,6 @@
 mod session;
 mod usage;
 
-use std::collections::HashSet;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -15,9 +14,8 @@ use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use uuid::Uuid;
 
-use crate::store::sql::{Dialect, Fragments, SqlStore};
+use crate::store::sql::{Dialect, Fragments, Inserted, SqlStore};
 use crate::store::{ChangeListener, StoreError};
 use crate::usage::UsageRecord;
 pub use session::SqliteSession;
@@ -132,8 +130,8 @@ impl Dialect for Sqlite {
         &self,
         tx: &mut SqliteSession,
         batch: &[UsageRecord],
-    ) -> Result<HashSet<Uuid>, StoreError> {
-        usage::insert(tx, batch).await
+    ) -> Result<Inserted, StoreError> {
+        usage::insert(tx, batch).await.map(Inserted::Only)
     }
 
     async fn listen(&self) -> Result<Option<Box<dyn ChangeListener>>, StoreError> {
