@@ -1,9 +1,10 @@
 //! What a usage record costs to store in Postgres: `cargo run --profile
 //! release-thin --example usage_cost -- postgres://postgres@127.0.0.1:5432/postgres
-//! [records] [batch]`.
+//! [records] [batch] [alter-sql|""] [keys]`.
 //!
-//! Creates a scratch database, writes `records` records (one key, one route,
-//! as in the benchmark's full row) in batches of `batch` through the store's
+//! Creates a scratch database, writes `records` records (one route, of one key
+//! as in the benchmark's full row, or of `keys` keys in turn as in its
+//! full-keys row) in batches of `batch` through the store's
 //! `write_usage` (the usage writer's call), and reports per record: this
 //! process's CPU (binding, the protocol, reading the reply) and the Postgres
 //! server's (the backend processes of the scratch database and the server's
@@ -84,11 +85,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let records: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100_000);
     let batch: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(300);
     // An experiment's schema change, run after the migrations.
-    let alter = args.get(4).cloned();
+    let alter = args.get(4).filter(|s| !s.is_empty()).cloned();
+    let keys: usize = args.get(5).and_then(|s| s.parse().ok()).unwrap_or(1).max(1);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(run(admin, records, batch, alter))
+    rt.block_on(run(admin, records, batch, alter, keys))
 }
 
 async fn run(
@@ -96,6 +98,7 @@ async fn run(
     records: usize,
     batch: usize,
     alter: Option<String>,
+    keys: usize,
 ) -> Result<(), Box<dyn std::error::Error>> {
     use sqlx::Connection;
     let mut a = sqlx::PgConnection::connect(&admin).await?;
@@ -127,7 +130,7 @@ async fn run(
             .execute(&mut c)
             .await?;
     }
-    let key = Uuid::new_v4();
+    let key_ids: Vec<Uuid> = (0..keys).map(|_| Uuid::new_v4()).collect();
     let route: Arc<str> = Arc::from("api");
     for round in ["warm-up", "measured"] {
         let n = if round == "warm-up" {
@@ -135,7 +138,7 @@ async fn run(
         } else {
             records
         };
-        let all: Vec<UsageRecord> = (0..n).map(|_| record(key, &route)).collect();
+        let all: Vec<UsageRecord> = (0..n).map(|i| record(key_ids[i % keys], &route)).collect();
         let (c0, s0, t0) = (
             own_cpu_seconds(),
             server_cpu_seconds(postmaster),
@@ -150,7 +153,7 @@ async fn run(
             t0.elapsed().as_secs_f64(),
         );
         println!(
-            "{round}: {n} records in batches of {batch}: client {:.2} µs CPU/record, \
+            "{round}: {n} records of {keys} key(s) in batches of {batch}: client {:.2} µs CPU/record, \
              Postgres {:.2} µs CPU/record, {:.0} records/s",
             c * 1e6 / n as f64,
             s * 1e6 / n as f64,

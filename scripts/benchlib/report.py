@@ -77,7 +77,7 @@ def ratio_lines(results):
     if "full-credits" in results:
         lines.append(f"full with an owner limit and credits / full: {rps(results, 'full-credits') / full_rps:.2f} by "
                      f"throughput, {full_cpu / (cpu(results, 'full-credits') or 1):.2f} by CPU per request")
-    for n in ("full-keys", "full-cluster", "full-pgbouncer"):
+    for n in ("full-keys", "full-hot", "full-cluster", "full-pgbouncer"):
         if n in results:
             c = cpu(results, n)
             lines.append(f"{n} / full: {rps(results, n) / full_rps:.2f} by throughput, "

@@ -2,10 +2,10 @@
 
 # Measured in this order (the table lists them in MAIN_ROWS order).
 RUN_ORDER = ("direct", "nginx", "pingora", "public", "auth", "auth-memory", "haproxy-auth", "full", "full-keys",
-             "full-batched",
+             "full-hot", "full-batched",
              "full-cluster", "full-pgbouncer", "full-credits")
 MAIN_ROWS = ("direct", "nginx", "pingora", "public", "auth", "auth-memory", "haproxy-auth", "full", "full-keys",
-             "full-batched",
+             "full-hot", "full-batched",
              "full-credits", "full-cluster", "full-pgbouncer")
 TLS_ROWS = ("nginx-tls-h1", "tls-h1", "nginx-tls-h2", "tls-h2")
 ALL_ROWS = RUN_ORDER + TLS_ROWS
@@ -18,6 +18,7 @@ PEERS = {
     "auth-memory": ("haproxy-auth",),
     "haproxy-auth": ("auth-memory",),
     "full-keys": ("full",),
+    "full-hot": ("full",),
     "full-batched": ("full",),
     "full-cluster": ("full",),
     "full-pgbouncer": ("full",),

@@ -12,6 +12,7 @@ from .rows import RUN_ORDER
 Scenario = namedtuple("Scenario", "name target port path key config")
 
 # full-keys: this many keys with full's limits, each request the next one's.
+# full-hot: the same keys, with one hot key taking every other request.
 RING = 64
 
 FULL_LIMITS = ["second=100000000", "minute=10000000000", "hour=100000000000", "day=1000000000000"]
@@ -42,8 +43,9 @@ def make_keys(ctx):
     """The keys the rows use; with haproxy-auth/auth-memory also the smoke check's keys."""
     plain, mk = ctx.configs["plain"], lambda limits, **kw: create_key(ctx.bins, plain, ctx.env, limits, **kw)
     keys = {"auth": mk([]), "full": mk(FULL_LIMITS)}
-    if "full-keys" in ctx.rows:
+    if "full-keys" in ctx.rows or "full-hot" in ctx.rows:
         keys["ring"] = KeyRing([mk(FULL_LIMITS) for _ in range(RING)])
+        keys["hot"] = KeyRing([k for cold in keys["ring"].keys for k in (keys["full"], cold)])
     if "full-credits" in ctx.rows:
         create_owner(ctx.bins, plain, ctx.env, "bench-credits", ["minute=10000000000"], 10**15)
         keys["credits"] = mk(FULL_LIMITS, owner="bench-credits")
@@ -67,6 +69,7 @@ def scenarios(ctx):
         "haproxy-auth": ("haproxy", p["haproxy"], "/api/x", k["full"], None),
         "full": ("keygate", kg, "/api/x", k["full"], c.get("full")),
         "full-keys": ("keygate", kg, "/api/x", k.get("ring"), c.get("full")),
+        "full-hot": ("keygate", kg, "/api/x", k.get("hot"), c.get("full")),
         "full-batched": ("keygate", kg, "/api/x", k["full"], c.get("fullb")),
         "full-cluster": ("keygate", kg, "/api/x", k["full"], c.get("fullc")),
         "full-pgbouncer": ("keygate", kg, "/api/x", k["full"], c.get("fullp")),

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 
 use crate::config::Pooler;
-use crate::store::sql::{Dialect, Fragments, Inserted, Session, SqlStore, Value};
+use crate::store::sql::{Dialect, Fragments, Inserted, Session, SqlStore, Totals, Value};
 use crate::store::{ChangeListener, StoreError};
 use crate::usage::UsageRecord;
 pub use errors::TlsFailure;
@@ -205,6 +205,10 @@ impl Dialect for Pg {
         batch: &[UsageRecord],
     ) -> Result<Inserted, StoreError> {
         usage::insert(tx, batch).await
+    }
+
+    async fn add_totals(&self, tx: &mut PgSession, totals: &Totals) -> Result<(), StoreError> {
+        usage::add_totals(tx, totals).await
     }
 }
 

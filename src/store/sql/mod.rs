@@ -13,6 +13,7 @@ mod keys;
 mod outbox;
 mod owners;
 pub(crate) mod session;
+mod totals;
 mod usage;
 mod value;
 
@@ -23,6 +24,7 @@ use async_trait::async_trait;
 
 use super::{ChangeListener, Database, StoreError};
 use crate::usage::UsageRecord;
+pub use totals::{Rollup, RollupKey, Totals, Uses};
 pub use usage::{Inserted, record_time};
 pub use value::{Column, SqlRow, Value};
 
@@ -97,6 +99,12 @@ pub trait Dialect: Send + Sync + 'static {
         tx: &mut Self::Session,
         batch: &[UsageRecord],
     ) -> Result<Inserted, StoreError>;
+
+    /// Adds a batch's rollups and key use counts: one statement per row,
+    /// unless the backend has a bulk form.
+    async fn add_totals(&self, tx: &mut Self::Session, totals: &Totals) -> Result<(), StoreError> {
+        totals.write_each(tx).await
+    }
 
     /// Applies the backend's schema migrations (idempotent).
     async fn migrate(&self) -> Result<(), StoreError>;

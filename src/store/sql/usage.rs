@@ -2,31 +2,18 @@
 //! were new (by id); the hourly rollups and the keys' use counts are computed
 //! here from the new ones only, so replaying a batch never counts it twice.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::collections::HashSet;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::totals::Totals;
 use super::{Dialect, Session, SqlRow, SqlStore, Value};
-use crate::credits::Account;
 use crate::outcome::Outcome;
 use crate::store::{Granularity, StoreError, UsageBucket, UsageQuery, UsageStore, UsageSubject};
 use crate::usage::UsageRecord;
 
-const UPSERT_ROLLUP: &str = "INSERT INTO usage_hourly AS h (key_id, hour, route, outcome, requests, \
-     latency_us_sum, latency_us_max, bytes_in, bytes_out, credits) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-     ON CONFLICT (key_id, hour, route, outcome) DO UPDATE SET requests = h.requests + excluded.requests, \
-     credits = h.credits + excluded.credits, \
-     latency_us_sum = h.latency_us_sum + excluded.latency_us_sum, \
-     latency_us_max = CASE WHEN excluded.latency_us_max > h.latency_us_max \
-     THEN excluded.latency_us_max ELSE h.latency_us_max END, \
-     bytes_in = h.bytes_in + excluded.bytes_in, bytes_out = h.bytes_out + excluded.bytes_out";
-const ADD_USES: &str = "UPDATE api_key_usage SET use_count = use_count + $2, \
-     last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at < $3 THEN $3 \
-     ELSE last_used_at END WHERE key_id = $1";
 const EVENTS: &str = "SELECT id, request_id, ts, key_id, owner_id, route, method, \
      CAST(status AS BIGINT) AS status, outcome, latency_us, upstream_latency_us, bytes_in, bytes_out, \
      client_ip, deprecated_key, credits FROM usage_events \
@@ -40,19 +27,6 @@ pub fn record_time(r: &UsageRecord) -> Result<DateTime<Utc>, StoreError> {
         reason: format!("{} ms is not a representable time", r.ts_ms),
     })
 }
-
-#[derive(Default)]
-struct Rollup {
-    requests: i64,
-    latency_sum: i64,
-    latency_max: i64,
-    bytes_in: i64,
-    bytes_out: i64,
-    credits: i64,
-}
-
-/// Key, hour, route (shared, not copied per record), outcome.
-type RollupKey = (Uuid, DateTime<Utc>, Option<Arc<str>>, Outcome);
 
 /// Which records of a batch a backend stored (the others were stored before).
 pub enum Inserted {
@@ -75,77 +49,6 @@ impl Inserted {
             Inserted::All => batch.len() as u64,
             Inserted::Only(ids) => ids.len() as u64,
         }
-    }
-}
-
-/// Per key × hour × route × outcome, and per key (count, last use).
-#[derive(Default)]
-struct Totals {
-    rollups: HashMap<RollupKey, Rollup>,
-    uses: HashMap<Uuid, (i64, DateTime<Utc>)>,
-    /// Credits debited per account and epoch.
-    spent: HashMap<(Account, i64), i64>,
-}
-
-impl Totals {
-    fn add(&mut self, r: &UsageRecord) -> Result<(), StoreError> {
-        let ts = record_time(r)?;
-        let hour = DateTime::from_timestamp(ts.timestamp() - ts.timestamp().rem_euclid(3600), 0)
-            .unwrap_or(ts);
-        let key = (
-            r.key_id.unwrap_or(Uuid::nil()),
-            hour,
-            r.route.clone(),
-            r.outcome,
-        );
-        let roll = self.rollups.entry(key).or_default();
-        let latency = i64::try_from(r.latency_us).unwrap_or(i64::MAX);
-        roll.requests += 1;
-        roll.latency_sum = roll.latency_sum.saturating_add(latency);
-        roll.latency_max = roll.latency_max.max(latency);
-        roll.bytes_in = roll.bytes_in.saturating_add_unsigned(r.bytes_in);
-        roll.bytes_out = roll.bytes_out.saturating_add_unsigned(r.bytes_out);
-        roll.credits = roll.credits.saturating_add(r.credits);
-        if let Some(c) = &r.charged_to {
-            let spent = self.spent.entry((c.account.clone(), c.epoch)).or_default();
-            *spent = spent.saturating_add(r.credits);
-        }
-        if let Some(k) = r.key_id {
-            let u = self.uses.entry(k).or_insert((0, ts));
-            u.0 += 1;
-            u.1 = u.1.max(ts);
-        }
-        Ok(())
-    }
-
-    async fn write<S: Session>(self, tx: &mut S) -> Result<(), StoreError> {
-        for ((key_id, hour, route, outcome), r) in self.rollups {
-            let args = vec![
-                Value::Uuid(Some(key_id)),
-                Value::Time(Some(hour)),
-                Value::Text(Some(route.as_deref().unwrap_or("").to_owned())),
-                Value::Text(Some(outcome.as_str().to_owned())),
-                Value::Int(Some(r.requests)),
-                Value::Int(Some(r.latency_sum)),
-                Value::Int(Some(r.latency_max)),
-                Value::Int(Some(r.bytes_in)),
-                Value::Int(Some(r.bytes_out)),
-                Value::Int(Some(r.credits)),
-            ];
-            tx.execute(UPSERT_ROLLUP, args).await?;
-        }
-        for (key_id, (n, last)) in self.uses {
-            let args = vec![
-                Value::Uuid(Some(key_id)),
-                Value::Int(Some(n)),
-                Value::Time(Some(last)),
-            ];
-            tx.execute(ADD_USES, args).await?;
-        }
-        for ((account, epoch), n) in self.spent {
-            super::credits::add_spent(tx, &account, epoch, n).await?;
-        }
-        Ok(())
     }
 }
 
@@ -227,7 +130,8 @@ impl<D: Dialect> UsageStore for SqlStore<D> {
         for r in batch.iter().filter(|r| new.has(&r.id)) {
             totals.add(r)?;
         }
-        totals.write(&mut tx).await?;
+        self.d.add_totals(&mut tx, &totals).await?;
+        totals.add_spent(&mut tx).await?;
         tx.commit().await?;
         Ok(new.count(batch))
     }

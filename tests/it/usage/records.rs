@@ -209,3 +209,66 @@ async fn n_requests_give_n_rows_with_the_right_fields(kind: StoreKind) {
 }
 
 both_stores!(n_requests_give_n_rows_with_the_right_fields,);
+
+/// A batch of many keys (Postgres writes its rollups and uses as one
+/// statement each, not per row): every key gets its own counts, and
+/// replaying the batch adds nothing.
+async fn a_batch_of_many_keys_counts_each_key_once(kind: StoreKind) {
+    let cfg = TestConfig::new(kind).await;
+    let svc = cfg.keys().await;
+    let store = cfg.store().await;
+    let mut keys = Vec::new();
+    for i in 0..10 {
+        let owner = format!("owner-{i}");
+        keys.push(
+            svc.create(spec(&owner, &[]), &"t".into())
+                .await
+                .expect("create"),
+        );
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    let batch: Vec<UsageRecord> = (0..keys.len() * 3)
+        .map(|i| {
+            let k = &keys[i % keys.len()];
+            UsageRecord {
+                id: keygate::ids::uuid_v7(),
+                request_id: format!("many-{i}"),
+                ts_ms: now - i as i64,
+                key_id: Some(k.key.id),
+                owner_id: Some(k.key.spec.owner_id.as_str().into()),
+                route: Some(if i % 2 == 0 { "api" } else { "other" }.into()),
+                method: "GET".into(),
+                status: 200,
+                outcome: keygate::outcome::Outcome::Ok,
+                latency_us: 10 + i as u64,
+                upstream_latency_us: None,
+                bytes_in: 0,
+                bytes_out: 2,
+                client_ip: None,
+                deprecated_key: false,
+                credits: 0,
+                charged_to: None,
+            }
+        })
+        .collect();
+    let n = batch.len() as u64;
+    assert_eq!(store.write_usage(&batch).await.expect("write"), n);
+    assert_eq!(store.write_usage(&batch).await.expect("replay"), 0);
+    // The same again as new records: onto the rollup rows the first made.
+    let again: Vec<UsageRecord> = (batch.iter().cloned())
+        .map(|r| UsageRecord {
+            id: keygate::ids::uuid_v7(),
+            ..r
+        })
+        .collect();
+    assert_eq!(store.write_usage(&again).await.expect("again"), n);
+    for k in &keys {
+        let got = svc.get(k.key.id).await.expect("key");
+        assert_eq!(got.use_count, 6, "{}'s uses", k.key.spec.owner_id);
+        assert!(got.last_used_at.is_some());
+        assert_eq!(rollup_requests(store.as_ref(), k).await, 6);
+    }
+    assert_eq!(all_rows(store.as_ref()).await.len(), 2 * batch.len());
+}
+
+both_stores!(a_batch_of_many_keys_counts_each_key_once,);
