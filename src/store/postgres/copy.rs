@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 
 use uuid::Uuid;
 
+use super::usage::big;
 use crate::store::StoreError;
 use crate::store::sql::record_time;
 use crate::usage::UsageRecord;
@@ -80,10 +81,6 @@ impl std::fmt::Write for Utf8<'_> {
         self.0.extend_from_slice(s.as_bytes());
         Ok(())
     }
-}
-
-fn big(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 /// The whole `COPY` payload of `batch`; an error only for a record whose time

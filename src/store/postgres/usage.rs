@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::{PgSession, db_err};
 use crate::store::StoreError;
 use crate::store::sql::record_time;
-use crate::store::sql::{Inserted, Rollup, Session, Totals};
+use crate::store::sql::{Inserted, Rollup, Session, Totals, write_rows};
 use crate::usage::UsageRecord;
 
 const INSERT: &str = "
@@ -32,7 +32,8 @@ fn col<T>(batch: &[UsageRecord], f: impl Fn(&UsageRecord) -> T) -> Vec<T> {
     batch.iter().map(f).collect()
 }
 
-fn big(v: u64) -> i64 {
+/// A count as Postgres's `bigint`, saturating.
+pub(super) fn big(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
@@ -109,16 +110,10 @@ async fn insert_new(
 
 /// A batch's rollups in one statement: the rows as arrays, unnested (each
 /// row once: the batch's rows are distinct).
-const ADD_ROLLUPS: &str = "INSERT INTO usage_hourly AS h (key_id, hour, route, outcome, requests, \
-     latency_us_sum, latency_us_max, bytes_in, bytes_out, credits) \
-     SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::bigint[], \
-     $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[]) \
-     ON CONFLICT (key_id, hour, route, outcome) DO UPDATE SET requests = h.requests + excluded.requests, \
-     credits = h.credits + excluded.credits, \
-     latency_us_sum = h.latency_us_sum + excluded.latency_us_sum, \
-     latency_us_max = CASE WHEN excluded.latency_us_max > h.latency_us_max \
-     THEN excluded.latency_us_max ELSE h.latency_us_max END, \
-     bytes_in = h.bytes_in + excluded.bytes_in, bytes_out = h.bytes_out + excluded.bytes_out";
+const ADD_ROLLUPS: &str = crate::store::sql::upsert_rollup!(
+    "SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::bigint[], \
+     $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[])"
+);
 /// The keys' uses in one statement.
 const ADD_USES: &str = "UPDATE api_key_usage AS u SET use_count = u.use_count + v.n, \
      last_used_at = CASE WHEN u.last_used_at IS NULL OR u.last_used_at < v.last THEN v.last \
@@ -140,7 +135,7 @@ pub(super) async fn add_totals(tx: &mut PgSession, totals: &Totals) -> Result<()
     let rows = totals.rollups();
     let uses = totals.uses();
     if rows.len() + uses.len() < BULK_FROM {
-        return totals.write_each(tx).await;
+        return write_rows(tx, &rows, &uses).await;
     }
     if !rows.is_empty() {
         let num = |f: fn(&Rollup) -> i64| rows.iter().map(|(_, r)| f(r)).collect::<Vec<i64>>();

@@ -24,7 +24,8 @@ use async_trait::async_trait;
 
 use super::{ChangeListener, Database, StoreError};
 use crate::usage::UsageRecord;
-pub use totals::{Rollup, RollupKey, Totals, Uses};
+pub(crate) use totals::upsert_rollup;
+pub use totals::{Rollup, RollupKey, Totals, Uses, write_rows};
 pub use usage::{Inserted, record_time};
 pub use value::{Column, SqlRow, Value};
 

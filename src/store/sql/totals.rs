@@ -14,15 +14,28 @@ use crate::outcome::Outcome;
 use crate::store::StoreError;
 use crate::usage::UsageRecord;
 
-const UPSERT_ROLLUP: &str = "INSERT INTO usage_hourly AS h (key_id, hour, route, outcome, requests, \
-     latency_us_sum, latency_us_max, bytes_in, bytes_out, credits) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-     ON CONFLICT (key_id, hour, route, outcome) DO UPDATE SET requests = h.requests + excluded.requests, \
-     credits = h.credits + excluded.credits, \
-     latency_us_sum = h.latency_us_sum + excluded.latency_us_sum, \
-     latency_us_max = CASE WHEN excluded.latency_us_max > h.latency_us_max \
-     THEN excluded.latency_us_max ELSE h.latency_us_max END, \
-     bytes_in = h.bytes_in + excluded.bytes_in, bytes_out = h.bytes_out + excluded.bytes_out";
+/// A rollup upsert: `usage_hourly`'s columns, then `$rows` (the rows to add,
+/// in that order), then adding them to a row already there. One text for the
+/// per-row statement here and a backend's bulk form.
+macro_rules! upsert_rollup {
+    ($rows:literal) => {
+        concat!(
+            "INSERT INTO usage_hourly AS h (key_id, hour, route, outcome, requests, \
+             latency_us_sum, latency_us_max, bytes_in, bytes_out, credits) ",
+            $rows,
+            " ON CONFLICT (key_id, hour, route, outcome) DO UPDATE SET \
+             requests = h.requests + excluded.requests, \
+             credits = h.credits + excluded.credits, \
+             latency_us_sum = h.latency_us_sum + excluded.latency_us_sum, \
+             latency_us_max = CASE WHEN excluded.latency_us_max > h.latency_us_max \
+             THEN excluded.latency_us_max ELSE h.latency_us_max END, \
+             bytes_in = h.bytes_in + excluded.bytes_in, bytes_out = h.bytes_out + excluded.bytes_out"
+        )
+    };
+}
+pub(crate) use upsert_rollup;
+
+const UPSERT_ROLLUP: &str = upsert_rollup!("VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)");
 const ADD_USES: &str = "UPDATE api_key_usage SET use_count = use_count + $2, \
      last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at < $3 THEN $3 \
      ELSE last_used_at END WHERE key_id = $1";
@@ -113,30 +126,7 @@ impl Totals {
 
     /// Rollups and uses, one statement per row (a backend without a bulk form).
     pub async fn write_each<S: Session>(&self, tx: &mut S) -> Result<(), StoreError> {
-        for ((key_id, hour, route, outcome), r) in self.rollups() {
-            let args = vec![
-                Value::Uuid(Some(*key_id)),
-                Value::Time(Some(*hour)),
-                Value::Text(Some(route.as_deref().unwrap_or("").to_owned())),
-                Value::Text(Some(outcome.as_str().to_owned())),
-                Value::Int(Some(r.requests)),
-                Value::Int(Some(r.latency_sum)),
-                Value::Int(Some(r.latency_max)),
-                Value::Int(Some(r.bytes_in)),
-                Value::Int(Some(r.bytes_out)),
-                Value::Int(Some(r.credits)),
-            ];
-            tx.execute(UPSERT_ROLLUP, args).await?;
-        }
-        for u in self.uses() {
-            let args = vec![
-                Value::Uuid(Some(u.key_id)),
-                Value::Int(Some(u.count)),
-                Value::Time(Some(u.last)),
-            ];
-            tx.execute(ADD_USES, args).await?;
-        }
-        Ok(())
+        write_rows(tx, &self.rollups(), &self.uses()).await
     }
 
     /// The credits spent, per balance and epoch.
@@ -146,4 +136,37 @@ impl Totals {
         }
         Ok(())
     }
+}
+
+/// `rows` and `uses` (as [`Totals::rollups`] and [`Totals::uses`] hand them
+/// out), one statement per row.
+pub async fn write_rows<S: Session>(
+    tx: &mut S,
+    rows: &[(&RollupKey, &Rollup)],
+    uses: &[Uses],
+) -> Result<(), StoreError> {
+    for ((key_id, hour, route, outcome), r) in rows {
+        let args = vec![
+            Value::Uuid(Some(*key_id)),
+            Value::Time(Some(*hour)),
+            Value::Text(Some(route.as_deref().unwrap_or("").to_owned())),
+            Value::Text(Some(outcome.as_str().to_owned())),
+            Value::Int(Some(r.requests)),
+            Value::Int(Some(r.latency_sum)),
+            Value::Int(Some(r.latency_max)),
+            Value::Int(Some(r.bytes_in)),
+            Value::Int(Some(r.bytes_out)),
+            Value::Int(Some(r.credits)),
+        ];
+        tx.execute(UPSERT_ROLLUP, args).await?;
+    }
+    for u in uses {
+        let args = vec![
+            Value::Uuid(Some(u.key_id)),
+            Value::Int(Some(u.count)),
+            Value::Time(Some(u.last)),
+        ];
+        tx.execute(ADD_USES, args).await?;
+    }
+    Ok(())
 }
