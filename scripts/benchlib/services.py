@@ -7,7 +7,7 @@ from pathlib import Path
 import time
 from urllib.parse import unquote, urlsplit
 
-from .procs import die, free_cluster_port, free_port, spawn, wait_port, which
+from .procs import cpu_seconds, die, free_cluster_port, free_port, spawn, wait_port, which
 
 
 def nginx_conf(path, body, workers):
@@ -176,11 +176,11 @@ def postgres_cpu_seconds(postmaster):
         if not d.name.isdigit():
             continue
         try:
-            f = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            ppid = (d / "stat").read_text().rsplit(")", 1)[1].split()[1]
+            if int(d.name) == postmaster or ppid == str(postmaster):
+                total += cpu_seconds(int(d.name))
         except (OSError, IndexError):
             continue
-        if int(d.name) == postmaster or f[1] == str(postmaster):
-            total += (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
     return total
 
 
