@@ -76,6 +76,7 @@ async fn run(
             spans: &spans,
             route_name: "api",
             credit: None,
+            ask: 1,
         };
         b.check(&call, timeout).await.map(|r| r.allowed)
     };

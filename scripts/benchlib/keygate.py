@@ -62,6 +62,8 @@ class Site:
     redis_port: int
     threads: int = 1
     stealing: bool = False
+    # ratelimit.lease for the exact Redis rows; None: keygate's default.
+    lease: int | None = None
 
 
 def limits_section(site, redis, batched, cluster):
@@ -71,6 +73,8 @@ def limits_section(site, redis, batched, cluster):
         text = f'[ratelimit]\nbackend = "redis"\ntopology = "cluster"\nnodes = [{nodes}]\n'
     if batched:
         text += 'mode = "batched"\nbatch_interval = "20ms"\n'
+    elif text and site.lease is not None:
+        text += f"lease = {site.lease}\n"
     return text
 
 

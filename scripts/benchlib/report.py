@@ -32,7 +32,8 @@ def header(args, rate):
     build = f"binaries from {args.bin_dir}" if args.bin_dir else f"build: {args.profile}"
     return [
         f"keygate load benchmark, {now}, {host}",
-        f"{build}; keygate runtime: {'work-stealing' if args.work_stealing else 'per-thread'}",
+        f"{build}; keygate runtime: {'work-stealing' if args.work_stealing else 'per-thread'}; "
+        f"ratelimit.lease: {args.lease if args.lease is not None else 'default'}",
         f"max throughput: wrk -t1 -c{args.connections} -d{args.duration}s; proxy threads/workers: {args.threads}; "
         f"paced: {rate} req/s (half of nginx's max)",
         "",

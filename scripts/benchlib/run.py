@@ -80,7 +80,7 @@ def prepare(ctx, db_url):
     ctx.env = {k: v for k, v in os.environ.items() if not k.startswith("KEYGATE_")}
     ctx.env["KEYGATE_HASH_SECRET"] = HASH_SECRET
     ctx.site = Site(ctx.work, p["keygate"], p["admin"], db_url, p["upstream"], p["redis"], ctx.args.threads,
-                    ctx.args.work_stealing)
+                    ctx.args.work_stealing, ctx.args.lease)
     migrate(ctx.bins, ctx.site, ctx.env)
     ctx.configs = make_configs(ctx)
     ctx.keys = make_keys(ctx)

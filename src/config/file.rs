@@ -155,6 +155,7 @@ pub struct RateLimitSection {
     pub breaker_probe_interval: Option<Lenient<Duration>>,
     pub mode: Option<Lenient<ModeName>>,
     pub batch_interval: Option<Lenient<Duration>>,
+    pub lease: Option<u64>,
     pub topology: Option<Lenient<TopologyName>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<String>,

@@ -198,6 +198,9 @@ pub struct RateLimitConfig {
     pub on_backend_error: OnBackendError,
     pub breaker_failures: u32,
     pub breaker_probe_interval: Duration,
+    /// Exact mode with Redis: admissions a gateway takes from Redis at once
+    /// for a busy key (at most a sixteenth of the room left); 1: none.
+    pub lease: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -342,3 +342,20 @@ rate_limits = { second = 2, day = 9 }
         "{again}"
     );
 }
+
+#[test]
+fn lease_is_1_to_4096_and_only_for_exact_redis() {
+    let with = |extra: &str| format!("[ratelimit]\n{extra}\n{MINIMAL}");
+    let redis = "backend = \"redis\"\nurl = \"redis://h:1\"";
+    let c = load(&with(redis)).expect("valid");
+    assert_eq!(c.ratelimit.lease, 64, "on by default");
+    let c = load(&with(&format!("{redis}\nlease = 1"))).expect("valid");
+    assert_eq!(c.ratelimit.lease, 1);
+    let bad = "ratelimit.lease: must be 1 (no leases) to 4096";
+    assert_eq!(problems(&with(&format!("{redis}\nlease = 0"))), [bad]);
+    assert_eq!(problems(&with(&format!("{redis}\nlease = 4097"))), [bad]);
+    let only = "ratelimit.lease: only applies with backend = \"redis\" and mode = \"exact\"";
+    assert_eq!(problems(&with("lease = 8")), [only]);
+    let batched = format!("{redis}\nmode = \"batched\"\nlease = 8");
+    assert_eq!(problems(&with(&batched)), [only]);
+}

@@ -45,6 +45,8 @@ pub struct Metrics {
     pub ratelimit_master_changes: IntCounter,
     /// Requests per rate-limit script call (those that arrived together).
     pub ratelimit_script_batch: Histogram,
+    /// Requests admitted from a lease: counted in Redis ahead, decided here.
+    pub ratelimit_leased: IntCounter,
     usage_events: [IntCounter; 3],
     config_reloads: [IntCounter; 2],
     pub usage_queue_depth: IntGauge,
@@ -220,6 +222,10 @@ impl Metrics {
                     )
                     .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
                 )?,
+            )?,
+            ratelimit_leased: counter(
+                "keygate_ratelimit_leased_total",
+                "Requests admitted from a lease: admissions counted in Redis ahead for this gateway and decided in memory",
             )?,
             config_reloads: ReloadResult::ALL.map(|x| reloads.with_label_values(&[x.as_str()])),
             usage_events: UsageResult::ALL.map(|x| usage.with_label_values(&[x.as_str()])),

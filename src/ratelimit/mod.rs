@@ -14,6 +14,7 @@ mod conclude;
 pub mod credit;
 pub mod decision;
 mod health;
+pub mod lease;
 pub mod memory;
 pub mod redis;
 mod request;
@@ -91,6 +92,8 @@ pub struct Limiter {
     /// Set in batched mode: local counting, flushed to Redis.
     batched: Option<batched::BatchedLimiter>,
     batch_interval: Duration,
+    /// Exact mode with Redis: admissions taken from Redis ahead, per key and route.
+    leases: lease::Leases,
     local: MemoryLimiter,
     blocked: BlockCache,
     on_error: OnBackendError,
@@ -133,10 +136,15 @@ impl Limiter {
             }
             _ => (None, Duration::from_secs(1)),
         };
+        let lease = match (&redis, rl.mode) {
+            (Some(_), crate::config::RateLimitMode::Exact) => rl.lease,
+            _ => 1,
+        };
         Ok(Limiter {
             redis,
             batched,
             batch_interval,
+            leases: lease::Leases::new(lease),
             local: MemoryLimiter::default(),
             blocked: BlockCache::default(),
             on_error: rl.on_backend_error,
@@ -201,18 +209,6 @@ impl Limiter {
             return Ok(Limited::default());
         }
         let checks = plan(key.limits(), route.id, &caps, &owner.limits);
-        let block = self.blocked.get(key.limit_id, route.id, now).or_else(|| {
-            let shared = !owner.limits.is_empty();
-            shared.then(|| self.blocked.get_owner(key.owner.limit_id, now))?
-        });
-        if let Some(block) = block {
-            let (r, rate) = self.blocked_rejection(&checks, &block, route.name, now);
-            let limited = Limited {
-                rate,
-                ..Limited::default()
-            };
-            return Err((r, limited));
-        }
         let spans: Vec<Span> = checks.iter().map(|c| Span::at(c.window, now)).collect();
         let req = Req {
             key,
@@ -222,6 +218,23 @@ impl Limiter {
             credit,
             route,
         };
+        // Admissions already counted in Redis for this gateway come first,
+        // even while a refusal blocks the key: they were counted before it.
+        if let Some(v) = self.leased(&req, now) {
+            return self.conclude(&req, v, request::Credit::None, now);
+        }
+        let block = self.blocked.get(key.limit_id, route.id, now).or_else(|| {
+            let shared = !owner.limits.is_empty();
+            shared.then(|| self.blocked.get_owner(key.owner.limit_id, now))?
+        });
+        if let Some(block) = block {
+            let (r, rate) = self.blocked_rejection(&req.checks, &block, route.name, now);
+            let limited = Limited {
+                rate,
+                ..Limited::default()
+            };
+            return Err((r, limited));
+        }
         let (verdict, credit) = match &self.redis {
             None => self.local_call(&req).await,
             Some(r) => match self.backend_check(r, &req).await {
@@ -360,6 +373,7 @@ impl Limiter {
                     let now = self.clock.now_ms().max(0) as u64;
                     self.blocked.sweep(now);
                     self.local.sweep(now);
+                    self.leases.sweep(now);
                     if let Some(b) = &self.batched {
                         b.sweep();
                     }

@@ -5,6 +5,7 @@
 
 use super::credit::{CellAt, Plan};
 use super::decision::{self, Check, Span, Verdict};
+use super::lease::Ask;
 use super::memory::{CreditAnswer, CreditAsk};
 use super::redis::{self as backend, Call, CreditCall, CreditReply, RedisBackend};
 use super::{LimitResult, Limited, Limiter, window::Limits};
@@ -130,6 +131,23 @@ impl Limiter {
         }
     }
 
+    /// Whether the request's admissions may be leased: exact mode with
+    /// Redis, nothing counted for the owner (see [`super::lease`]).
+    fn leasable(&self, req: &Req<'_>) -> bool {
+        self.leases.enabled() && !req.involves_owner()
+    }
+
+    /// The request admitted from this gateway's lease, if it holds one.
+    pub(super) fn leased(&self, req: &Req<'_>, now: u64) -> Option<Verdict> {
+        if !self.leasable(req) {
+            return None;
+        }
+        let (id, route) = (req.key.limit_id, req.route.id);
+        let v = self.leases.take(id, route, &req.checks, &req.spans, now)?;
+        self.metrics.ratelimit_leased.inc();
+        Some(v)
+    }
+
     /// The exact Redis call (also for batched mode's requests with owner
     /// windows or credits); `None` when Redis could not answer.
     pub(super) async fn exact_call(
@@ -137,6 +155,18 @@ impl Limiter {
         r: &RedisBackend,
         req: &Req<'_>,
     ) -> Option<(Verdict, Credit)> {
+        let mut ask = match self.leasable(req) {
+            true => self.leases.ask(req.key.limit_id, req.route.id),
+            false => Ask::One,
+        };
+        if let Ask::Wait(woken) = ask {
+            // Another request of this key is asking for a lease: wait for it once.
+            woken.await;
+            if let Some(v) = self.leased(req, self.clock.now_ms().max(0) as u64) {
+                return Some((v, Credit::None));
+            }
+            ask = Ask::One;
+        }
         let (key_prefix, owner_prefix) = req.prefixes();
         let key_prefix = key_prefix.as_str();
         let cell = req.credit.as_ref().map(|c| match c.account {
@@ -162,10 +192,17 @@ impl Limiter {
                         ask: c.ask,
                         seed,
                     }),
+                ask: ask.n(),
             };
             let reply = self
                 .guarded(r, r.check(&call, self.probe_timeout()))
                 .await?;
+            if reply.granted >= 1
+                && let Ask::Lease(a) = std::mem::replace(&mut ask, Ask::One)
+            {
+                let now = self.clock.now_ms().max(0) as u64;
+                a.keep(&req.checks, &req.spans, &reply.counts, reply.granted, now);
+            }
             let credit = match (reply.credit, &req.credit) {
                 (CreditReply::NeedSeed, Some(c)) if seed.is_none() => {
                     match self.seeds.load(&c.account, c.ask.epoch).await {

@@ -18,6 +18,7 @@ impl Default for RateLimitConfig {
             on_backend_error: Default::default(),
             breaker_failures: 3,
             breaker_probe_interval: Duration::from_millis(500),
+            lease: RateLimitConfig::DEFAULT_LEASE,
         }
     }
 }
@@ -25,6 +26,10 @@ impl Default for RateLimitConfig {
 impl RateLimitConfig {
     /// How often batched mode flushes when `batch_interval` is not set.
     pub const DEFAULT_BATCH_INTERVAL: Duration = Duration::from_millis(20);
+    /// Admissions one lease takes at most when `lease` is not set.
+    pub const DEFAULT_LEASE: u64 = 64;
+    /// The largest `lease` accepted.
+    pub const MAX_LEASE: u64 = 4096;
 }
 
 impl Checker {
@@ -76,7 +81,9 @@ impl Checker {
                 "only applies with mode = \"batched\"",
             );
         }
+        let lease = self.lease(r.lease, &backend, mode);
         RateLimitConfig {
+            lease,
             mode,
             backend,
             timeout: self.duration("ratelimit.timeout", r.timeout, d.timeout),
@@ -88,5 +95,31 @@ impl Checker {
                 d.breaker_probe_interval,
             ),
         }
+    }
+
+    /// `ratelimit.lease`: 1 to 4096, and only where it applies.
+    fn lease(
+        &mut self,
+        lease: Option<u64>,
+        backend: &RateLimitBackend,
+        mode: RateLimitMode,
+    ) -> u64 {
+        let d = RateLimitConfig::DEFAULT_LEASE;
+        let Some(n) = lease else { return d };
+        if !matches!(backend, RateLimitBackend::Redis(_)) || mode != RateLimitMode::Exact {
+            self.problem(
+                "ratelimit.lease",
+                "only applies with backend = \"redis\" and mode = \"exact\"",
+            );
+            return d;
+        }
+        if !(1..=RateLimitConfig::MAX_LEASE).contains(&n) {
+            self.problem(
+                "ratelimit.lease",
+                format!("must be 1 (no leases) to {}", RateLimitConfig::MAX_LEASE),
+            );
+            return d;
+        }
+        n
     }
 }

@@ -44,6 +44,8 @@ struct Member {
     /// Its time less the group's first request's, in ms (the same in every
     /// window: the buckets are the same).
     offset: i64,
+    /// How many admissions it asks for (1, or a lease).
+    ask: u64,
     /// Its credit ask and seed (the ledger's spending, or -1).
     credit: Option<(Ask, i64)>,
 }
@@ -80,6 +82,7 @@ impl Group {
         self.members.push(Member {
             request,
             offset,
+            ask: call.ask.max(1),
             credit: call.credit.as_ref().map(|c| (c.ask, c.seed.unwrap_or(-1))),
         });
     }
@@ -126,7 +129,7 @@ impl Group {
         }
         cmd.arg(self.members.iter().filter(|m| sent(m)).count());
         for m in self.members.iter().filter(|m| sent(m)) {
-            cmd.arg(m.offset);
+            cmd.arg(m.offset).arg(m.ask);
             if let Some((ask, seed)) = &m.credit {
                 cmd.arg(ask.epoch)
                     .arg(ask.granted)

@@ -48,6 +48,8 @@ pub struct Call<'a> {
     pub spans: &'a [Span],
     pub route_name: &'a str,
     pub credit: Option<CreditCall<'a>>,
+    /// Admissions asked for: 1, or a lease ([`crate::ratelimit::lease`]).
+    pub ask: u64,
 }
 
 /// The balance part of a call.

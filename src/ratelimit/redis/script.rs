@@ -17,15 +17,18 @@ use crate::ratelimit::decision::Counts;
 /// time in the bucket (ms), sliding (1/0), TTL (ms); the balance's TTL (ms,
 /// set when the balance is written whole: created, a new epoch, a larger
 /// grant) if credits; the number of requests, and per request its offset
-/// from the first's time (ms), then with credits its epoch, granted, reserve
-/// (the route's cost) and seed (the ledger's spending, or -1).
+/// from the first's time (ms), how many admissions it asks for (1, or a
+/// lease: [`crate::ratelimit::lease`]), then with credits its epoch, granted,
+/// reserve (the route's cost) and seed (the ledger's spending, or -1).
 /// A group's counters are read once; its requests are decided one after
 /// another on what was read plus what the earlier ones added, and each
 /// counter and the balance are written once at the group's end (windows
 /// first: a counter Redis refuses leaves no debit), before the next group
 /// reads.
-/// Returns one row per request, `{allowed, credit, remaining, curr1, prev1,
-/// ...}`: `credit` is 0 (none), 1 (enough), 2 (exhausted) or 3 (missing: call
+/// Returns one row per request, `{granted, credit, remaining, curr1, prev1,
+/// ...}`: `granted` is 0 (refused) or the admissions counted for it (1, or up
+/// to its ask, at most a sixteenth of any window's room); `credit` is 0
+/// (none), 1 (enough), 2 (exhausted) or 3 (missing: call
 /// again with a seed); `remaining` is the balance after this request; `{-1}`
 /// for a request Redis raised an error on (that request fails alone, or its
 /// group, for a counter that is not a number).
@@ -97,7 +100,7 @@ local function pay(bal, mb, out)
     return nil
   end
   out[2] = 1
-  if out[1] ~= 1 then return nil end
+  if out[1] == 0 then return nil end
   out[3] = g - s - cost
   return {e, g, s + cost}, fresh
 end
@@ -108,7 +111,7 @@ end
 -- the balance after it if admitted and whether that is written whole.
 local function one(vs, ab, n, bal, mb)
   local d = tonumber(ARGV[mb + 1])
-  local out = {1, 0, 0}
+  local out = {tonumber(ARGV[mb + 2]), 0, 0}
   for i = 1, n do
     local a = ab + 2 + (i - 1) * 5
     local c = vs[2 * i - 1]
@@ -118,10 +121,16 @@ local function one(vs, ab, n, bal, mb)
     out[2 * i + 3] = p
     local len = tonumber(ARGV[a + 2])
     local est = p * ((len - (tonumber(ARGV[a + 3]) + d)) / len) + c
-    if est + 1 > tonumber(ARGV[a + 1]) then out[1] = 0 end
+    local limit = tonumber(ARGV[a + 1])
+    if est + 1 > limit then
+      out[1] = 0
+    elseif out[1] > 1 then
+      -- A lease: at most a sixteenth of the room (LEASE_SHARE), at least one.
+      out[1] = math.min(out[1], math.max(1, math.floor((limit - est) / 16)))
+    end
   end
   if bal == nil then return out end
-  return out, pay(bal, mb, out)
+  return out, pay(bal, mb + 1, out)
 end
 
 -- Writes a group's debits, once: the balance whole if it was new, in a new
@@ -144,7 +153,7 @@ for _ = 1, tonumber(ARGV[1]) do
   local cell, c = nil, 0
   if ARGV[ab + 2] == '1' then cell, c = KEYS[kb + 2 * n + 1], 1 end
   local mc = ab + 3 + 5 * n + c
-  local m, step = tonumber(ARGV[mc]), 1 + 4 * c
+  local m, step = tonumber(ARGV[mc]), 2 + 4 * c
   local vs, bal = read(kb, n), nil
   if cell then bal = balance(cell) end
   local s0, fresh = type(bal) == 'table' and bal[3], false
@@ -155,10 +164,10 @@ for _ = 1, tonumber(ARGV[1]) do
     local ok, row, after, whole = pcall(one, vs, ab, n, bal, mc + (j - 1) * step)
     if not ok then row = {-1} end
     rows[first + j - 1] = row
-    if row[1] == 1 then
-      added = added + 1
+    if row[1] >= 1 then
+      added = added + row[1]
       for i = 1, n do
-        vs[2 * i - 1] = vs[2 * i - 1] + 1
+        vs[2 * i - 1] = vs[2 * i - 1] + row[1]
       end
       if after then bal, fresh = after, fresh or whole end
     end
@@ -170,7 +179,7 @@ for _ = 1, tonumber(ARGV[1]) do
     if ok and cell then ok = pcall(debit, cell, bal, fresh, s0, ARGV[ab + 3 + 5 * n]) end
     if not ok then
       for r = first, #rows do
-        if rows[r][1] == 1 then rows[r] = {-1} end
+        if rows[r][1] >= 1 then rows[r] = {-1} end
       end
     end
   end
@@ -204,6 +213,8 @@ pub enum CreditReply {
 pub struct Reply {
     /// Admitted, counted and debited.
     pub allowed: bool,
+    /// Admissions counted for it: 1, or more for a lease; 0 when refused.
+    pub granted: u64,
     pub credit: CreditReply,
     /// The balance after this request.
     pub remaining: i64,
@@ -225,6 +236,7 @@ pub fn parse(out: &[i64], checks: usize) -> Result<Reply, BackendError> {
         Some(3) => {
             return Ok(Reply {
                 allowed: false,
+                granted: 0,
                 credit: CreditReply::NeedSeed,
                 remaining: 0,
                 counts: Vec::new(),
@@ -243,7 +255,8 @@ pub fn parse(out: &[i64], checks: usize) -> Result<Reply, BackendError> {
         })
         .collect();
     Ok(Reply {
-        allowed: out[0] == 1,
+        allowed: out[0] >= 1,
+        granted: out[0].max(0) as u64,
         credit,
         remaining: out[2],
         counts,

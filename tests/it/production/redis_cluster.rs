@@ -117,9 +117,45 @@ async fn exact_over_two_gateways_with_keys_on_every_master() {
     b.stop().await;
 }
 
+/// Leases on the cluster: a key on each master, two gateways, exactly the
+/// limit admitted and counted on its master, most of it from leases.
+#[tokio::test]
+async fn leases_on_every_master_admit_exactly_the_limit() {
+    let cluster = cluster().await;
+    let up = Upstream::start("a").await;
+    let cfg = routed(TestConfig::pg().await, &up).ratelimit(|r| {
+        on_cluster(cluster)(r);
+        strict(r);
+    });
+    let (limit, n) = (640, 800);
+    let keys = keys_on_every_master(&cfg.keys().await, cluster, hourly(limit as u64), 1).await;
+    let (a, b) = tokio::join!(cfg.start(), cfg.start());
+    let gws = [&a, &b];
+    let bursts = keys
+        .iter()
+        .map(|(_, k)| burst(&gws, k.secret.expose(), n, 16));
+    for ((master, k), got) in keys.iter().zip(futures::future::join_all(bursts).await) {
+        assert_eq!(got, exact(limit, n), "key on master {master}");
+        assert_eq!(
+            counted_on(cluster, *master, k),
+            limit as i64,
+            "master {master}"
+        );
+    }
+    let leased = "keygate_ratelimit_leased_total";
+    let from_leases = a.metric(leased).await + b.metric(leased).await;
+    let admitted = (limit * keys.len()) as f64;
+    assert!(
+        from_leases > admitted / 2.0,
+        "{from_leases} of {admitted} from leases"
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
 /// On the cluster, requests share script calls per hash slot: a busy key on
 /// each master, all admitted, every request counted once on its master in
-/// fewer calls than requests.
+/// fewer calls than requests. Leases off: every request is decided in Redis.
 #[tokio::test]
 async fn busy_keys_share_script_calls_per_slot() {
     let cluster = cluster().await;
@@ -127,6 +163,7 @@ async fn busy_keys_share_script_calls_per_slot() {
     let cfg = routed(TestConfig::pg().await, &up).ratelimit(|r| {
         on_cluster(cluster)(r);
         strict(r);
+        r.lease = Some(1);
     });
     let n = 150;
     let keys = keys_on_every_master(&cfg.keys().await, cluster, hourly(1_000_000), 1).await;

@@ -66,6 +66,7 @@ pub(super) fn call<'a>(
         spans,
         route_name: "r",
         credit,
+        ask: 1,
     }
 }
 

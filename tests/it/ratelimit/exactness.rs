@@ -100,12 +100,15 @@ async fn a_rejection_counts_in_no_window() {
 
 /// Requests in flight together share script calls (one `EVALSHA` for many)
 /// and each is still decided exactly: a busy key and a limited key, mixed in
-/// the same calls.
+/// the same calls. Leases off: every request is decided in Redis.
 #[tokio::test]
 async fn requests_in_flight_together_share_script_calls_and_stay_exact() {
     let r = redis().await;
     let up = Upstream::start("a").await;
-    let cfg = with_redis(routed(&up).await, &r, strict);
+    let cfg = with_redis(routed(&up).await, &r, |s| {
+        strict(s);
+        s.lease = Some(1);
+    });
     let busy = key(
         &cfg,
         Limits {

@@ -1,6 +1,8 @@
 //! Redis failures through the real proxy: killed (local fallback and
 //! recovery), hung with SIGSTOP (bounded by the timeout, then the breaker),
 //! each `on_backend_error` mode, and the script reloaded after a restart.
+//! Leases are off (`lease = 1`) where a key's limits would lease: these tests
+//! are about the call to Redis; a lease through an outage is in `leases`.
 
 use std::time::{Duration, Instant};
 
@@ -13,7 +15,8 @@ async fn redis_killed_falls_back_to_local_limits_and_recovers() {
     let mut r = redis().await;
     let up = Upstream::start("a").await;
     let cfg = with_redis(routed(&up).await, &r, |s| {
-        s.on_backend_error = Some(keygate::config::OnBackendError::Local.into())
+        s.on_backend_error = Some(keygate::config::OnBackendError::Local.into());
+        s.lease = Some(1);
     });
     let k = key(
         &cfg,
@@ -78,6 +81,7 @@ async fn hung_redis_costs_at_most_the_timeout_then_nothing() {
     let cfg = with_redis(routed(&up).await, &r, |s| {
         s.breaker_failures = Some(3);
         s.timeout = Some("1s".into());
+        s.lease = Some(1);
     });
     let k = key(
         &cfg,
@@ -206,7 +210,10 @@ async fn commands_per_request_and_script_reload_after_restart() {
             }),
         &r,
         // A 200 must come from the script on Redis, never a local fallback.
-        |s| s.on_backend_error = Some(keygate::config::OnBackendError::Deny.into()),
+        |s| {
+            s.on_backend_error = Some(keygate::config::OnBackendError::Deny.into());
+            s.lease = Some(1);
+        },
     );
     let limits = Limits {
         second: Some(1000),

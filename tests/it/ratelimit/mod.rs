@@ -3,7 +3,8 @@
 //! and the calendar month, headers, batched mode, the local over-limit cache.
 //! `exactness`: the limit under concurrency and all-or-nothing counting;
 //! `headers`: headers and route caps; `windows`: resets and the calendar
-//! month; `batched`: batched mode; `local_cache`: the over-limit cache.
+//! month; `batched`: batched mode; `leases`: exact mode's leases;
+//! `local_cache`: the over-limit cache.
 //! Redis failures are in `faults`.
 
 mod batched;
@@ -12,6 +13,7 @@ mod exactness;
 mod faults;
 mod groups;
 mod headers;
+mod leases;
 mod local_cache;
 mod windows;
 

@@ -1,0 +1,356 @@
+//! Leases: exact shared limits at nearly the price of local ones.
+//!
+//! In exact mode with Redis, a request that finds no lease for its key and
+//! route asks the script for up to `ratelimit.lease` admissions at once. The
+//! script grants what fits every window, at most a sixteenth of the room left
+//! (at least one: the request itself), and counts all of it in Redis before
+//! it answers. The gateway then admits that many more requests of the same
+//! key, route and limits from the lease, in memory, until the lease is used
+//! or the shortest window's bucket ends.
+//!
+//! Why it stays exact: everything a gateway admits was counted in Redis
+//! first, so the gateways together never admit more than a limit. The price
+//! is the other way: tokens leased and not used before the bucket ends (a
+//! gateway whose traffic stopped, or one killed) are counted but unused, so
+//! another gateway may be refused while they are. A lease is at most
+//! `room / 16`, so near a limit leases shrink to one and every request is
+//! decided in Redis as before; at most one lease per key and route is asked
+//! for at a time (the others in flight ask for one). One gateway alone admits
+//! exactly what it would without leases.
+//!
+//! Not leased: owner windows and credits (shared by keys, and money), and
+//! batched mode (local already). The headers report this gateway's view: the
+//! counts Redis had at the last grant, plus what this gateway admitted since.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio::sync::futures::OwnedNotified;
+use uuid::Uuid;
+
+use super::decision::{Check, Counts, Span, Verdict, statuses};
+use crate::routes::RouteId;
+
+/// The share of a window's room one grant may take, as a divisor (the
+/// script's `LEASE_SHARE`).
+pub const SHARE: u64 = 16;
+
+/// The admissions a gateway holds for one key on one route.
+#[derive(Default)]
+struct Lease {
+    /// The plan the lease was granted for: a change (new limits) voids it.
+    checks: Vec<Check>,
+    /// When the first of its buckets ends (ms).
+    until_ms: u64,
+    /// Per check: Redis's counts at the grant, less what this gateway holds
+    /// unused, plus what it admitted since.
+    seen: Vec<Counts>,
+    /// Admissions counted in Redis and not yet used.
+    left: u64,
+    /// A request asking for a lease is in flight.
+    asking: bool,
+    /// What the last ask was granted: while it is more than one, requests
+    /// that find the lease used wait for the ask in flight.
+    last_grant: u64,
+}
+
+impl Lease {
+    fn valid(&self, checks: &[Check], now_ms: u64) -> bool {
+        now_ms < self.until_ms && self.checks[..] == *checks
+    }
+}
+
+#[derive(Default)]
+struct Entry {
+    lease: Mutex<Lease>,
+    /// Told when an ask ends (granted, refused or failed).
+    asked: Arc<Notify>,
+}
+
+/// Every lease of one gateway.
+pub struct Leases {
+    max: u64,
+    map: papaya::HashMap<(Uuid, RouteId), Arc<Entry>>,
+}
+
+/// What a request that found no admission in the lease does.
+pub enum Ask {
+    /// Asks the script for one: its own.
+    One,
+    /// Asks for a lease; others wait for it meanwhile.
+    Lease(Asking),
+    /// Waits for the ask in flight, then takes from the lease or asks for one.
+    Wait(OwnedNotified),
+}
+
+impl Ask {
+    /// Admissions to ask the script for.
+    pub fn n(&self) -> u64 {
+        match self {
+            Ask::Lease(a) => a.n,
+            Ask::One | Ask::Wait(_) => 1,
+        }
+    }
+}
+
+/// The one ask in flight for a key and route. Dropped (its reply kept, or
+/// its call failed or abandoned), it lets the next request ask and wakes
+/// those waiting.
+pub struct Asking {
+    n: u64,
+    entry: Arc<Entry>,
+}
+
+impl Asking {
+    /// Keeps what Redis granted beyond the request itself: `counts` as Redis
+    /// had them before it, `granted` (≥ 1) counted for this gateway.
+    pub fn keep(
+        self,
+        checks: &[Check],
+        spans: &[Span],
+        counts: &[Counts],
+        granted: u64,
+        now_ms: u64,
+    ) {
+        // Counted in buckets that have ended (a slow reply): nothing to keep.
+        let until_ms = (spans.iter())
+            .map(|s| s.bucket.start_ms + s.bucket.len_ms)
+            .min()
+            .unwrap_or(0);
+        let mut lease = self.entry.lease.lock();
+        lease.last_grant = granted;
+        if until_ms <= now_ms {
+            return;
+        }
+        let held = match lease.valid(checks, now_ms) {
+            true if lease.until_ms == until_ms => lease.left,
+            // Another plan's lease of these buckets: it stays, this one is unused.
+            true => return,
+            false => 0,
+        };
+        if held == 0 && granted <= 1 {
+            return;
+        }
+        lease.seen = (counts.iter())
+            .map(|c| Counts {
+                curr: c.curr.saturating_sub(held) + 1,
+                prev: c.prev,
+            })
+            .collect();
+        lease.left = held + granted - 1;
+        if held == 0 {
+            lease.checks = checks.to_vec();
+            lease.until_ms = until_ms;
+        }
+    }
+}
+
+impl Drop for Asking {
+    fn drop(&mut self) {
+        self.entry.lease.lock().asking = false;
+        self.entry.asked.notify_waiters();
+    }
+}
+
+impl Leases {
+    /// `max`: `ratelimit.lease`; 1 turns leases off.
+    pub fn new(max: u64) -> Leases {
+        Leases {
+            max: max.max(1),
+            map: papaya::HashMap::new(),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.max > 1
+    }
+
+    /// Admits one request from the lease of `id` on `route`, if it holds one
+    /// for these checks in these buckets: the verdict, with the windows as
+    /// this gateway sees them.
+    pub fn take(
+        &self,
+        id: Uuid,
+        route: RouteId,
+        checks: &[Check],
+        spans: &[Span],
+        now_ms: u64,
+    ) -> Option<Verdict> {
+        let map = self.map.pin();
+        let mut lease = map.get(&(id, route))?.lease.lock();
+        if lease.left == 0 || !lease.valid(checks, now_ms) {
+            return None;
+        }
+        let windows = statuses(checks, spans, &lease.seen, true);
+        lease.left -= 1;
+        lease.seen.iter_mut().for_each(|c| c.curr += 1);
+        Some(Verdict {
+            allowed: true,
+            windows,
+            rejected_by: None,
+        })
+    }
+
+    /// What a request of `id` on `route` that the lease could not admit does:
+    /// ask for a lease if no one is; else wait for that ask if the last one
+    /// was granted more than one; else ask for one.
+    pub fn ask(&self, id: Uuid, route: RouteId) -> Ask {
+        if !self.enabled() {
+            return Ask::One;
+        }
+        let entry = self
+            .map
+            .pin()
+            .get_or_insert_with((id, route), Arc::default)
+            .clone();
+        let mut lease = entry.lease.lock();
+        if !lease.asking {
+            lease.asking = true;
+            drop(lease);
+            return Ask::Lease(Asking { n: self.max, entry });
+        }
+        if lease.last_grant > 1 {
+            // Created under the lock the asker clears `asking` under: the
+            // wake-up cannot be missed.
+            return Ask::Wait(entry.asked.clone().notified_owned());
+        }
+        Ask::One
+    }
+
+    /// Drops the leases whose buckets ended.
+    pub fn sweep(&self, now_ms: u64) {
+        self.map.pin().retain(|_, e| {
+            let lease = e.lease.lock();
+            lease.asking || lease.until_ms > now_ms
+        });
+    }
+
+    /// Admissions held unused, over every lease.
+    pub fn held(&self) -> u64 {
+        self.map.pin().values().map(|e| e.lease.lock().left).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ratelimit::decision::Scope;
+    use crate::ratelimit::window::Window;
+
+    const NOW: u64 = 60_000 * 1_000 + 10_000;
+
+    fn plan(limit: u64) -> ([Check; 1], [Span; 1]) {
+        let check = Check {
+            scope: Scope::Key,
+            window: Window::Minute,
+            limit,
+        };
+        ([check], [Span::at(Window::Minute, NOW)])
+    }
+
+    fn asking(leases: &Leases, id: Uuid, route: RouteId) -> Asking {
+        match leases.ask(id, route) {
+            Ask::Lease(a) => a,
+            _ => panic!("expected to ask for a lease"),
+        }
+    }
+
+    #[test]
+    fn a_grant_admits_what_it_counted_and_no_more() {
+        let leases = Leases::new(8);
+        let (id, route) = (Uuid::from_u128(1), RouteId(0));
+        let (checks, spans) = plan(1_000);
+        let ask = asking(&leases, id, route);
+        assert_eq!(ask.n, 8);
+        assert!(
+            matches!(leases.ask(id, route), Ask::One),
+            "one lease asked for at a time; nothing granted yet to wait for"
+        );
+        let counts = [Counts { curr: 100, prev: 0 }];
+        ask.keep(&checks, &spans, &counts, 8, NOW);
+        let mut remaining = Vec::new();
+        while let Some(v) = leases.take(id, route, &checks, &spans, NOW) {
+            remaining.push(v.windows[0].remaining);
+        }
+        // The request itself left 899; the lease admits 7 more, in order.
+        assert_eq!(remaining, vec![898, 897, 896, 895, 894, 893, 892]);
+        assert_eq!(leases.held(), 0);
+        assert_eq!(
+            asking(&leases, id, route).n,
+            8,
+            "asking again once it is used"
+        );
+    }
+
+    #[test]
+    fn a_lease_ends_with_its_bucket_or_a_new_plan() {
+        let leases = Leases::new(8);
+        let (id, route) = (Uuid::from_u128(2), RouteId(3));
+        let (checks, spans) = plan(1_000);
+        asking(&leases, id, route).keep(&checks, &spans, &[Counts::default()], 8, NOW);
+        let (other, _) = plan(999);
+        assert!(leases.take(id, route, &other, &spans, NOW).is_none());
+        assert!(leases.take(id, RouteId(4), &checks, &spans, NOW).is_none());
+        let next = 60_000 * 1_001;
+        let later = [Span::at(Window::Minute, next)];
+        assert!(leases.take(id, route, &checks, &later, next).is_none());
+        assert!(leases.take(id, route, &checks, &spans, NOW).is_some());
+        // A reply that comes back after its bucket ended keeps nothing.
+        let (id2, late) = (Uuid::from_u128(5), next + 1);
+        asking(&leases, id2, route).keep(&checks, &spans, &[Counts::default()], 8, late);
+        assert!(leases.take(id2, route, &checks, &spans, NOW).is_none());
+    }
+
+    #[test]
+    fn a_second_grant_adds_to_what_is_held() {
+        let leases = Leases::new(4);
+        let (id, route) = (Uuid::from_u128(3), RouteId(0));
+        let (checks, spans) = plan(1_000);
+        asking(&leases, id, route).keep(&checks, &spans, &[Counts::default()], 4, NOW);
+        assert_eq!(leases.held(), 3);
+        // Redis's counts include the 3 held here: the headers must not count them as used.
+        let counts = [Counts { curr: 4, prev: 0 }];
+        asking(&leases, id, route).keep(&checks, &spans, &counts, 4, NOW);
+        assert_eq!(leases.held(), 6);
+        let v = leases.take(id, route, &checks, &spans, NOW).expect("held");
+        assert_eq!(v.windows[0].remaining, 1_000 - 3);
+    }
+
+    #[tokio::test]
+    async fn after_a_grant_of_many_others_wait_for_the_ask_in_flight() {
+        let leases = Leases::new(8);
+        let (id, route) = (Uuid::from_u128(6), RouteId(0));
+        let (checks, spans) = plan(1_000);
+        asking(&leases, id, route).keep(&checks, &spans, &[Counts::default()], 2, NOW);
+        assert!(leases.take(id, route, &checks, &spans, NOW).is_some());
+        let ask = asking(&leases, id, route);
+        let Ask::Wait(woken) = leases.ask(id, route) else {
+            panic!("the last grant was 2: wait for the ask in flight")
+        };
+        ask.keep(&checks, &spans, &[Counts { curr: 2, prev: 0 }], 8, NOW);
+        tokio::time::timeout(std::time::Duration::from_secs(5), woken)
+            .await
+            .expect("woken when the ask ended");
+        assert_eq!(leases.held(), 7);
+        // A grant of one (near the limit): nobody waits for the next ask.
+        let mut ask = asking(&leases, id, route);
+        for _ in 0..7 {
+            assert!(leases.take(id, route, &checks, &spans, NOW).is_some());
+        }
+        ask.keep(&checks, &spans, &[Counts { curr: 999, prev: 0 }], 1, NOW);
+        ask = asking(&leases, id, route);
+        assert!(matches!(leases.ask(id, route), Ask::One));
+        drop(ask);
+    }
+
+    #[test]
+    fn off_asks_for_one() {
+        let leases = Leases::new(1);
+        assert!(matches!(
+            leases.ask(Uuid::from_u128(4), RouteId(0)),
+            Ask::One
+        ));
+        assert!(!leases.enabled());
+    }
+}
