@@ -26,6 +26,13 @@ def added_p99(results, name):
     return (results[name]["paced"]["p99"] or 0) - direct
 
 
+def pg_cpu(r):
+    """The Postgres server's CPU per request, "-" where it was not measured
+    (not a full row, or the server's processes could not be found)."""
+    v = r.get("pg_cpu_us_per_req")
+    return "-" if v is None else f"{v:.1f}"
+
+
 def header(args, rate):
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     host = f"{os.cpu_count()} CPUs, {os.uname().release}"
@@ -57,7 +64,7 @@ def table_row(results, name):
     return (f"| {name} | {r['rps']:.0f} | {r['rps'] / nginx:.2f} | {r['rps'] / public:.2f} | "
             f"{c:.1f} | {cap_n} | {cap_p} | {fmt_us(pr['p50'])} | {fmt_us(pr['p99'])} | {added} | "
             f"{r.get('redis_per_req', 0):.2f} | {r.get('redis_cpu_us_per_req', 0):.1f} | "
-            f"{r.get('pg_cpu_us_per_req', 0):.1f} | "
+            f"{pg_cpu(r)} | "
             f"{r['errors'] + pr['errors']} |")
 
 

@@ -116,7 +116,8 @@ def measure_max(ctx, s):
     if full:
         r["redis_per_req"] = (redis_total(ctx, s.name) - redis0) / max(r["requests"], 1)
         r["redis_cpu_us_per_req"] = (redis_cpu(ctx, s.name) - redis_cpu0) * 1e6 / max(r["requests"], 1)
-        r["pg_cpu_us_per_req"] = (services.postgres_cpu_seconds(ctx.postmaster) - pg_cpu0) * 1e6 / max(r["requests"], 1)
+        if ctx.postmaster is not None:
+            r["pg_cpu_us_per_req"] = (services.postgres_cpu_seconds(ctx.postmaster) - pg_cpu0) * 1e6 / max(r["requests"], 1)
         time.sleep(0.3)  # the last usage batch
         r["usage"] = usage_counts(ctx.ports["admin"])
     if pids:

@@ -157,8 +157,11 @@ def drop_database(db_admin, db_name):
 
 
 def postmaster_pid(db_admin):
-    """The local Postgres server's main process, or None (a remote one, or no /proc)."""
-    out = subprocess.run(["psql", db_admin, "-tAc", "SELECT pg_backend_pid()"], capture_output=True, text=True)
+    """The local Postgres server's main process, or None (a remote one, or no /proc).
+    Found as the checkpointer's parent: psql's own backend may have exited
+    before its /proc entry is read."""
+    sql = "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'"
+    out = subprocess.run(["psql", db_admin, "-tAc", sql], capture_output=True, text=True)
     try:
         stat = Path(f"/proc/{int(out.stdout.strip())}/stat").read_text()
         return int(stat.rsplit(")", 1)[1].split()[1])
