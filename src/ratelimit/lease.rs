@@ -14,9 +14,16 @@
 //! gateway whose traffic stopped, or one killed) are counted but unused, so
 //! another gateway may be refused while they are. A lease is at most
 //! `room / 16`, so near a limit leases shrink to one and every request is
-//! decided in Redis as before; at most one lease per key and route is asked
-//! for at a time (the others in flight ask for one). One gateway alone admits
-//! exactly what it would without leases.
+//! decided in Redis as before; for a window of a day or longer (a quota that
+//! a lost lease would dent until it ends) also at most `limit / 1024`. At
+//! most one lease per key and route is asked for at a time (the others in
+//! flight wait for it, or ask for one). One gateway alone admits exactly what
+//! it would without leases, unless it uses one key on several routes with
+//! caps (each such route has its own lease of the key's windows).
+//!
+//! A key's requests on routes without caps share one lease: their checks are
+//! the same and so are their counters in Redis (a key window's counter does
+//! not name the route).
 //!
 //! Not leased: owner windows and credits (shared by keys, and money), and
 //! batched mode (local already). The headers report this gateway's view: the
@@ -31,10 +38,6 @@ use uuid::Uuid;
 
 use super::decision::{Check, Counts, Span, Verdict, statuses};
 use crate::routes::RouteId;
-
-/// The share of a window's room one grant may take, as a divisor (the
-/// script's `LEASE_SHARE`).
-pub const SHARE: u64 = 16;
 
 /// The admissions a gateway holds for one key on one route.
 #[derive(Default)]
@@ -53,6 +56,9 @@ struct Lease {
     /// What the last ask was granted: while it is more than one, requests
     /// that find the lease used wait for the ask in flight.
     last_grant: u64,
+    /// The last ask got no answer (Redis failed or timed out): its waiters
+    /// go to the fallback rather than wait for Redis once more.
+    failed: bool,
 }
 
 impl Lease {
@@ -100,13 +106,20 @@ impl Ask {
 pub struct Asking {
     n: u64,
     entry: Arc<Entry>,
+    /// Redis answered (granted or refused).
+    answered: bool,
 }
 
 impl Asking {
+    /// Redis refused it: nothing to keep, but it was answered.
+    pub fn refused(mut self) {
+        self.answered = true;
+    }
+
     /// Keeps what Redis granted beyond the request itself: `counts` as Redis
     /// had them before it, `granted` (≥ 1) counted for this gateway.
     pub fn keep(
-        self,
+        mut self,
         checks: &[Check],
         spans: &[Span],
         counts: &[Counts],
@@ -118,6 +131,7 @@ impl Asking {
             .map(|s| s.bucket.start_ms + s.bucket.len_ms)
             .min()
             .unwrap_or(0);
+        self.answered = true;
         let mut lease = self.entry.lease.lock();
         lease.last_grant = granted;
         if until_ms <= now_ms {
@@ -125,8 +139,10 @@ impl Asking {
         }
         let held = match lease.valid(checks, now_ms) {
             true if lease.until_ms == until_ms => lease.left,
-            // Another plan's lease of these buckets: it stays, this one is unused.
+            // A lease of other buckets that is still running (cannot happen
+            // for buckets that contain `now_ms`): it stays, this grant is unused.
             true => return,
+            // None, used up in an ended bucket, or of another plan: replaced.
             false => 0,
         };
         if held == 0 && granted <= 1 {
@@ -148,7 +164,11 @@ impl Asking {
 
 impl Drop for Asking {
     fn drop(&mut self) {
-        self.entry.lease.lock().asking = false;
+        {
+            let mut lease = self.entry.lease.lock();
+            lease.asking = false;
+            lease.failed = !self.answered;
+        }
         self.entry.asked.notify_waiters();
     }
 }
@@ -208,7 +228,11 @@ impl Leases {
         if !lease.asking {
             lease.asking = true;
             drop(lease);
-            return Ask::Lease(Asking { n: self.max, entry });
+            return Ask::Lease(Asking {
+                n: self.max,
+                entry,
+                answered: false,
+            });
         }
         if lease.last_grant > 1 {
             // Created under the lock the asker clears `asking` under: the
@@ -218,11 +242,17 @@ impl Leases {
         Ask::One
     }
 
-    /// Drops the leases whose buckets ended.
+    /// Whether the last ask for `id` on `route` got no answer from Redis.
+    pub fn failed(&self, id: Uuid, route: RouteId) -> bool {
+        let map = self.map.pin();
+        map.get(&(id, route)).is_some_and(|e| e.lease.lock().failed)
+    }
+
+    /// Drops the leases whose buckets ended, unless a request holds one.
     pub fn sweep(&self, now_ms: u64) {
         self.map.pin().retain(|_, e| {
             let lease = e.lease.lock();
-            lease.asking || lease.until_ms > now_ms
+            lease.asking || lease.until_ms > now_ms || Arc::strong_count(e) > 1
         });
     }
 

@@ -4,7 +4,7 @@
 //! rebuilt from the ledger and the call made again, once.
 
 use super::credit::{CellAt, Plan};
-use super::decision::{self, Check, Span, Verdict};
+use super::decision::{self, Check, Scope, Span, Verdict};
 use super::lease::Ask;
 use super::memory::{CreditAnswer, CreditAsk};
 use super::redis::{self as backend, Call, CreditCall, CreditReply, RedisBackend};
@@ -72,6 +72,20 @@ pub(super) fn route_cap(
 }
 
 impl Req<'_> {
+    /// The route a lease is held for: the request's, when it has caps on it;
+    /// else none, so that a key's routes without caps share one lease (the
+    /// same checks, the same counters in Redis).
+    fn lease_route(&self) -> RouteId {
+        match self
+            .checks
+            .iter()
+            .any(|c| matches!(c.scope, Scope::Route(_)))
+        {
+            true => self.route.id,
+            false => super::RouteLimits::NONE.id,
+        }
+    }
+
     /// Whether something is counted for the owner (its windows or balance).
     pub fn involves_owner(&self) -> bool {
         !self.owner.limits.is_empty() || self.credit.is_some()
@@ -142,7 +156,7 @@ impl Limiter {
         if !self.leasable(req) {
             return None;
         }
-        let (id, route) = (req.key.limit_id, req.route.id);
+        let (id, route) = (req.key.limit_id, req.lease_route());
         let v = self.leases.take(id, route, &req.checks, &req.spans, now)?;
         self.metrics.ratelimit_leased.inc();
         Some(v)
@@ -155,15 +169,21 @@ impl Limiter {
         r: &RedisBackend,
         req: &Req<'_>,
     ) -> Option<(Verdict, Credit)> {
+        let (id, route) = (req.key.limit_id, req.lease_route());
         let mut ask = match self.leasable(req) {
-            true => self.leases.ask(req.key.limit_id, req.route.id),
+            true => self.leases.ask(id, route),
             false => Ask::One,
         };
         if let Ask::Wait(woken) = ask {
-            // Another request of this key is asking for a lease: wait for it once.
+            // Another request of this key is asking for a lease: wait for it
+            // once (its call is bounded by the timeout). If Redis did not
+            // answer it, the fallback applies now, not after a second wait.
             woken.await;
             if let Some(v) = self.leased(req, self.clock.now_ms().max(0) as u64) {
                 return Some((v, Credit::None));
+            }
+            if self.leases.failed(id, route) {
+                return None;
             }
             ask = Ask::One;
         }
@@ -197,11 +217,14 @@ impl Limiter {
             let reply = self
                 .guarded(r, r.check(&call, self.probe_timeout()))
                 .await?;
-            if reply.granted >= 1
-                && let Ask::Lease(a) = std::mem::replace(&mut ask, Ask::One)
-            {
-                let now = self.clock.now_ms().max(0) as u64;
-                a.keep(&req.checks, &req.spans, &reply.counts, reply.granted, now);
+            if let Ask::Lease(a) = std::mem::replace(&mut ask, Ask::One) {
+                match reply.granted {
+                    0 => a.refused(),
+                    granted => {
+                        let now = self.clock.now_ms().max(0) as u64;
+                        a.keep(&req.checks, &req.spans, &reply.counts, granted, now);
+                    }
+                }
             }
             let credit = match (reply.credit, &req.credit) {
                 (CreditReply::NeedSeed, Some(c)) if seed.is_none() => {

@@ -27,7 +27,8 @@ use crate::ratelimit::decision::Counts;
 /// reads.
 /// Returns one row per request, `{granted, credit, remaining, curr1, prev1,
 /// ...}`: `granted` is 0 (refused) or the admissions counted for it (1, or up
-/// to its ask, at most a sixteenth of any window's room); `credit` is 0
+/// to its ask, at most a sixteenth of any window's room, and for a day or
+/// longer 1/1024 of its limit); `credit` is 0
 /// (none), 1 (enough), 2 (exhausted) or 3 (missing: call
 /// again with a seed); `remaining` is the balance after this request; `{-1}`
 /// for a request Redis raised an error on (that request fails alone, or its
@@ -125,8 +126,12 @@ local function one(vs, ab, n, bal, mb)
     if est + 1 > limit then
       out[1] = 0
     elseif out[1] > 1 then
-      -- A lease: at most a sixteenth of the room (LEASE_SHARE), at least one.
-      out[1] = math.min(out[1], math.max(1, math.floor((limit - est) / 16)))
+      -- A lease: at most a sixteenth of the room, at least one; of a day or
+      -- longer (a quota a lost lease would dent until it ends) at most
+      -- 1/1024 of the limit.
+      local share = math.floor((limit - est) / 16)
+      if len >= 86400000 then share = math.min(share, math.floor(limit / 1024)) end
+      out[1] = math.min(out[1], math.max(1, share))
     end
   end
   if bal == nil then return out end

@@ -1,12 +1,13 @@
 //! Leases in exact mode (see `keygate::ratelimit::lease`): a busy key's
 //! admissions are counted in Redis ahead and decided in memory, and the
 //! gateways together still admit exactly the limit; the headers count one
-//! by one across leases; an unused lease is the price, never an excess.
+//! by one across leases and routes; an unused lease is the price, never an
+//! excess; a day's lease is small; a hung Redis costs one timeout.
 
 use keygate::ratelimit::window::Limits;
 
 use super::{burst, key, redis, routed, strict, with_redis};
-use crate::harness::{TestGateway, Upstream, get_with_key, status};
+use crate::harness::{TestGateway, Upstream, status};
 
 fn hour(limit: u64) -> Limits {
     Limits {
@@ -47,16 +48,24 @@ async fn two_gateways_on_leases_admit_exactly_the_limit_with_few_script_calls() 
     b.stop().await;
 }
 
+/// A key's requests on two routes without caps share one lease.
 #[tokio::test]
-async fn remaining_counts_down_by_one_across_leases() {
+async fn remaining_counts_down_by_one_across_leases_and_routes() {
     let r = redis().await;
     let up = Upstream::start("a").await;
-    let cfg = with_redis(routed(&up).await, &r, |s| s.lease = Some(8));
+    let cfg = routed(&up).await.route("s", "/s", "a", |_| {});
+    let cfg = with_redis(cfg, &r, |s| s.lease = Some(8));
     let k = key(&cfg, hour(10_000)).await;
     let gw = cfg.start().await;
     let mut remaining = Vec::new();
-    for _ in 0..20 {
-        let resp = get_with_key(&gw, k.secret.expose()).await;
+    for i in 0..20 {
+        let path = if i % 2 == 0 { "/x" } else { "/s/x" };
+        let resp = gw
+            .get(path)
+            .header("x-api-key", k.secret.expose())
+            .send()
+            .await;
+        let resp = resp.expect("send");
         assert_eq!(resp.status(), 200);
         let h = resp.headers()["x-ratelimit-remaining"]
             .to_str()
@@ -67,6 +76,67 @@ async fn remaining_counts_down_by_one_across_leases() {
     assert_eq!(remaining, want);
     // 20 requests on leases of 8: the asks were 1st, 9th and 17th.
     assert_eq!(leased(&gw).await, 17.0);
+    gw.stop().await;
+}
+
+/// A lease of a day (or month) window is at most 1/1024 of its limit: a
+/// lost lease cannot dent a quota for long.
+#[tokio::test]
+async fn a_day_windows_lease_is_a_thousandth_of_its_limit() {
+    let r = redis().await;
+    let up = Upstream::start("a").await;
+    let cfg = with_redis(routed(&up).await, &r, |_| {});
+    let day = key(
+        &cfg,
+        Limits {
+            day: Some(2_048),
+            ..Limits::default()
+        },
+    )
+    .await;
+    let hourly = key(&cfg, hour(2_048)).await;
+    let gw = cfg.start().await;
+    let counted = |k: &keygate::service::CreatedKey, window: &str| -> i64 {
+        let pattern = format!("kg:{{{}}}:k:{window}:*", k.key.lineage_id);
+        r.counters(&pattern).values().sum()
+    };
+    assert_eq!(status(&gw, day.secret.expose()).await, 200);
+    assert_eq!(status(&gw, hourly.secret.expose()).await, 200);
+    // min(64, 2048 / 16, 2048 / 1024) = 2 against min(64, 2048 / 16) = 64.
+    assert_eq!(counted(&day, "day"), 2);
+    assert_eq!(counted(&hourly, "hour"), 64);
+    gw.stop().await;
+}
+
+/// Redis hangs while a busy key's lease is used up: the request asking for
+/// the next lease waits the timeout, and those waiting for it fall back at
+/// once instead of asking Redis again.
+#[tokio::test]
+async fn waiting_for_a_lease_from_a_hung_redis_costs_one_timeout() {
+    let r = redis().await;
+    let up = Upstream::start("a").await;
+    let cfg = with_redis(routed(&up).await, &r, |s| {
+        s.lease = Some(8);
+        s.timeout = Some("1s".into());
+        s.on_backend_error = Some(keygate::config::OnBackendError::Local.into());
+    });
+    let k = key(&cfg, hour(100_000)).await;
+    let gw = cfg.start().await;
+    for _ in 0..16 {
+        assert_eq!(status(&gw, k.secret.expose()).await, 200);
+    }
+    r.pause();
+    let timed = |_| async {
+        let t = std::time::Instant::now();
+        (status(&gw, k.secret.expose()).await, t.elapsed())
+    };
+    let got = futures::future::join_all((0..8).map(timed)).await;
+    r.resume();
+    let bound = std::time::Duration::from_millis(1_750);
+    assert!(
+        got.iter().all(|(s, t)| *s == 200 && *t < bound),
+        "each answered by the fallback within one timeout: {got:?}"
+    );
     gw.stop().await;
 }
 
