@@ -37,6 +37,7 @@ use tokio::sync::futures::OwnedNotified;
 use uuid::Uuid;
 
 use super::decision::{Check, Counts, Span, Verdict, statuses};
+use super::redis::bucket_key;
 use crate::routes::RouteId;
 
 /// The admissions a gateway holds for one key on one route.
@@ -59,6 +60,11 @@ struct Lease {
     /// The last ask got no answer (Redis failed or timed out): its waiters
     /// go to the fallback rather than wait for Redis once more.
     failed: bool,
+    /// Where it is counted: the key's Redis prefix, the route's name (for
+    /// its caps) and each check's bucket, to give it back at shutdown.
+    prefix: String,
+    route_name: String,
+    buckets: Vec<u64>,
 }
 
 impl Lease {
@@ -108,9 +114,23 @@ pub struct Asking {
     entry: Arc<Entry>,
     /// Redis answered (granted or refused).
     answered: bool,
+    /// The key's Redis prefix and the route's name, see [`Asking::at`].
+    at: Option<(String, String)>,
+}
+
+/// Admissions a gateway held unused, and the counters they are counted in.
+pub struct Unused {
+    pub keys: Vec<String>,
+    pub n: u64,
 }
 
 impl Asking {
+    /// Where the grant is counted in Redis (kept with a new lease).
+    pub fn at(mut self, prefix: &str, route_name: &str) -> Asking {
+        self.at = Some((prefix.to_owned(), route_name.to_owned()));
+        self
+    }
+
     /// Redis refused it: nothing to keep, but it was answered.
     pub fn refused(mut self) {
         self.answered = true;
@@ -158,6 +178,8 @@ impl Asking {
         if held == 0 {
             lease.checks = checks.to_vec();
             lease.until_ms = until_ms;
+            lease.buckets = spans.iter().map(|s| s.bucket.index).collect();
+            (lease.prefix, lease.route_name) = self.at.take().unwrap_or_default();
         }
     }
 }
@@ -232,6 +254,7 @@ impl Leases {
                 n: self.max,
                 entry,
                 answered: false,
+                at: None,
             });
         }
         if lease.last_grant > 1 {
@@ -254,6 +277,24 @@ impl Leases {
             let lease = e.lease.lock();
             lease.asking || lease.until_ms > now_ms || Arc::strong_count(e) > 1
         });
+    }
+
+    /// Takes every admission held unused, with the counters to give it
+    /// back to (at shutdown: nothing is admitted after this).
+    pub fn drain(&self) -> Vec<Unused> {
+        let map = self.map.pin();
+        let unused = map.values().filter_map(|e| {
+            let mut lease = e.lease.lock();
+            let n = std::mem::take(&mut lease.left);
+            let keys = (lease.checks.iter().zip(&lease.buckets))
+                .map(|(c, b)| {
+                    let (prefix, route) = (&lease.prefix, &lease.route_name);
+                    bucket_key(prefix, c.scope, route, c.window, *b)
+                })
+                .collect();
+            (n > 0 && !lease.prefix.is_empty()).then_some(Unused { keys, n })
+        });
+        unused.collect()
     }
 
     /// Admissions held unused, over every lease.

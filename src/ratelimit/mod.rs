@@ -379,7 +379,7 @@ impl Limiter {
                     }
                     continue;
                 }
-                _ = stop.wait_for(|s| *s) => return,
+                _ = stop.wait_for(|s| *s) => break,
             }
             let Some(r) = &self.redis else { continue };
             if !r.breaker.is_open() {
@@ -390,5 +390,6 @@ impl Limiter {
                 self.set_degraded(false);
             }
         }
+        self.give_back_leases().await;
     }
 }

@@ -162,6 +162,30 @@ impl Limiter {
         Some(v)
     }
 
+    /// At shutdown: the admissions this gateway leased and did not use go
+    /// back to Redis, so that a restart or an upgrade costs the other
+    /// gateways nothing (a killed gateway's stay counted until their buckets
+    /// end).
+    pub(super) async fn give_back_leases(&self) {
+        let Some(r) = &self.redis else { return };
+        let unused = self.leases.drain();
+        if unused.is_empty() {
+            return;
+        }
+        let n: u64 = unused.iter().map(|u| u.n).sum();
+        let call = r.give_back(&unused, self.probe_timeout());
+        match tokio::time::timeout(self.probe_timeout(), call).await {
+            Ok(Ok(_)) => tracing::info!(admissions = n, "rate limits: unused leases given back"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, admissions = n, "rate limits: unused leases not given back; counted until their buckets end")
+            }
+            Err(_) => tracing::warn!(
+                admissions = n,
+                "rate limits: giving unused leases back timed out; counted until their buckets end"
+            ),
+        }
+    }
+
     /// The exact Redis call (also for batched mode's requests with owner
     /// windows or credits); `None` when Redis could not answer.
     pub(super) async fn exact_call(
@@ -222,6 +246,7 @@ impl Limiter {
                     0 => a.refused(),
                     granted => {
                         let now = self.clock.now_ms().max(0) as u64;
+                        let a = a.at(key_prefix, req.route.name);
                         a.keep(&req.checks, &req.spans, &reply.counts, granted, now);
                     }
                 }

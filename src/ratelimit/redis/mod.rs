@@ -70,6 +70,7 @@ pub struct RedisBackend {
     target: Target,
     script: Arc<redis::Script>,
     settle: redis::Script,
+    give_back: redis::Script,
     /// The master a sentinel named last, and a count of changes.
     master: parking_lot::Mutex<Option<String>>,
     metrics: RedisMetrics,
@@ -116,6 +117,7 @@ impl RedisBackend {
             target: Target::new(cfg)?,
             script: Arc::new(redis::Script::new(script::SCRIPT)),
             settle: redis::Script::new(script::SETTLE),
+            give_back: redis::Script::new(script::GIVE_BACK),
             master: parking_lot::Mutex::new(None),
             metrics,
             breaker: Breaker::new(breaker_failures),
@@ -242,6 +244,26 @@ impl RedisBackend {
         });
         let row = row.map_err(|e| self.failed_with(&slot, e))?;
         script::parse(&row, call.checks.len())
+    }
+
+    /// Gives unused leased admissions back (at shutdown, on a connection of
+    /// its own: the proxy threads' are gone). How many counters took them.
+    pub async fn give_back(
+        &self,
+        unused: &[crate::ratelimit::lease::Unused],
+        timeout: Duration,
+    ) -> Result<u64, BackendError> {
+        let mut conn = self.open(timeout).await?;
+        let mut given = 0;
+        for u in unused {
+            let mut inv = self.give_back.prepare_invoke();
+            for k in &u.keys {
+                inv.key(k);
+            }
+            inv.arg(u.n);
+            given += inv.invoke_async::<u64>(&mut conn).await?;
+        }
+        Ok(given)
     }
 
     /// A post-paid correction of a balance, in the epoch it was charged in.

@@ -204,6 +204,21 @@ end
 return {0}
 "#;
 
+/// KEYS: the counters of one lease (current buckets). ARGV: the admissions
+/// it held unused. Takes them off each counter that still has them (one
+/// whose bucket expired is left alone); returns how many counters.
+pub const GIVE_BACK: &str = r#"
+local n, given = tonumber(ARGV[1]), 0
+for i = 1, #KEYS do
+  local v = tonumber(redis.call('GET', KEYS[i]) or 0) or 0
+  if v >= n then
+    redis.call('DECRBY', KEYS[i], n)
+    given = given + 1
+  end
+end
+return given
+"#;
+
 /// What the balance said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CreditReply {
