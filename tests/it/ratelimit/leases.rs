@@ -7,6 +7,7 @@
 use keygate::ratelimit::window::Limits;
 
 use super::{burst, key, redis, routed, strict, with_redis};
+use crate::harness::redis::RedisServer;
 use crate::harness::{TestGateway, Upstream, status};
 
 fn hour(limit: u64) -> Limits {
@@ -156,52 +157,47 @@ async fn lease_1_decides_every_request_in_redis() {
     gw.stop().await;
 }
 
-/// A gateway gone without stopping (as if killed) leaves its lease counted:
-/// the other admits the limit less that lease, never more. The lease was a
-/// sixteenth of the room.
-#[tokio::test]
-async fn a_lost_lease_is_counted_and_never_an_excess() {
+/// Gateway `a` has made one request of a key limited to 320 an hour: the
+/// first ask was granted min(64, 320 / 16) = 20, so 1 is used and 19 held.
+/// Then `end` ends it; the returned gateway `b` sends 400 requests.
+async fn after_one_leased_request(
+    end: impl AsyncFnOnce(TestGateway, &RedisServer, &str),
+) -> (usize, usize, usize) {
     let r = redis().await;
     let up = Upstream::start("a").await;
     let cfg = with_redis(routed(&up).await, &r, strict);
     let k = key(&cfg, hour(320)).await;
     let a = cfg.start().await;
     assert_eq!(status(&a, k.secret.expose()).await, 200);
-    // Dropped, not stopped: its background work is aborted, nothing given back.
-    drop(a);
-    // The first ask was granted min(64, 320 / 16) = 20: 1 used, 19 held by `a`.
+    let counters = format!("kg:{{{}}}:k:hour:*", k.key.lineage_id);
+    end(a, &r, &counters).await;
     let b = cfg.start().await;
     let got = burst(&[&b], k.secret.expose(), 400, 16).await;
-    assert_eq!(got, (320 - 20, 100, 0));
     b.stop().await;
+    got
+}
+
+/// A gateway gone without stopping (as if killed) leaves its lease counted:
+/// the other admits the limit less that lease, never more.
+#[tokio::test]
+async fn a_lost_lease_is_counted_and_never_an_excess() {
+    // Dropped, not stopped: its background work is aborted, nothing given back.
+    let got = after_one_leased_request(async |a, _, _| drop(a)).await;
+    assert_eq!(got, (320 - 20, 100, 0));
 }
 
 /// A gateway that stops gives what it held unused back: the other then
 /// admits the whole limit less the one request made.
 #[tokio::test]
 async fn a_stopped_gateway_gives_its_unused_lease_back() {
-    let r = redis().await;
-    let up = Upstream::start("a").await;
-    let cfg = with_redis(routed(&up).await, &r, strict);
-    let k = key(&cfg, hour(320)).await;
-    let a = cfg.start().await;
-    assert_eq!(status(&a, k.secret.expose()).await, 200);
-    let pattern = format!("kg:{{{}}}:k:hour:*", k.key.lineage_id);
-    assert_eq!(
-        r.counters(&pattern).values().sum::<i64>(),
-        20,
-        "a lease of 20"
-    );
-    a.stop().await;
-    assert_eq!(
-        r.counters(&pattern).values().sum::<i64>(),
-        1,
-        "19 given back"
-    );
-    let b = cfg.start().await;
-    let got = burst(&[&b], k.secret.expose(), 400, 16).await;
+    let got = after_one_leased_request(async |a, r, counters| {
+        let counted = || r.counters(counters).values().sum::<i64>();
+        assert_eq!(counted(), 20, "a lease of 20");
+        a.stop().await;
+        assert_eq!(counted(), 1, "19 given back");
+    })
+    .await;
     assert_eq!(got, (319, 81, 0));
-    b.stop().await;
 }
 
 /// What a gateway holds was counted before Redis went away: it admits that
