@@ -37,7 +37,7 @@ use blocked::{Block, BlockCache};
 pub use credit::Debit;
 pub use credit::RouteCost;
 use credit::Seeds;
-use decision::{Check, Span, WindowStatus, plan};
+use decision::{Span, WindowStatus, plan};
 pub use health::{BackendState, Health};
 use memory::MemoryLimiter;
 use redis::RedisBackend;
@@ -228,7 +228,7 @@ impl Limiter {
             shared.then(|| self.blocked.get_owner(key.owner.limit_id, now))?
         });
         if let Some(block) = block {
-            let (r, rate) = self.blocked_rejection(&req.checks, &block, route.name, now);
+            let (r, rate) = self.blocked_rejection(&req, &block, now);
             let limited = Limited {
                 rate,
                 ..Limited::default()
@@ -304,23 +304,18 @@ impl Limiter {
 
     fn blocked_rejection(
         &self,
-        checks: &[Check],
+        req: &Req<'_>,
         block: &Block,
-        route: &str,
         now: u64,
     ) -> (Rejection, Option<RateStatus>) {
         let wait = block.until_ms.saturating_sub(now);
         let retry_after = wait.div_ceil(1000).max(1);
-        let windows: Vec<WindowStatus> = checks
-            .iter()
-            .map(|c| {
-                let span = Span::at(c.window, now);
-                WindowStatus {
-                    check: *c,
-                    remaining: if c.window == block.window { 0 } else { c.limit },
-                    reset_secs: span.left_ms().div_ceil(1000),
-                    window_secs: span.bucket.len_ms / 1000,
-                }
+        let windows: Vec<WindowStatus> = (req.checks.iter().zip(&req.spans))
+            .map(|(c, span)| WindowStatus {
+                check: *c,
+                remaining: if c.window == block.window { 0 } else { c.limit },
+                reset_secs: span.left_ms().div_ceil(1000),
+                window_secs: span.bucket.len_ms / 1000,
             })
             .collect();
         let at = windows.iter().position(|w| w.remaining == 0);
@@ -331,7 +326,7 @@ impl Limiter {
                 retry_after,
             },
         };
-        (r, Some(self.status(&windows, at, route)))
+        (r, Some(self.status(&windows, at, req.route.name)))
     }
 
     fn status(&self, windows: &[WindowStatus], pick: Option<usize>, route: &str) -> RateStatus {
