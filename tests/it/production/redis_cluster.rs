@@ -86,23 +86,29 @@ async fn backend_errors(gws: [&TestGateway; 2]) -> [f64; 2] {
     ]
 }
 
-/// L of N admitted over two gateways, for two keys on each of the three
-/// masters at once; the counters are on the key's master; no backend error.
-#[tokio::test]
-async fn exact_over_two_gateways_with_keys_on_every_master() {
+/// Two gateways on the cluster, `per_master` keys with `limit` an hour on
+/// each master, `n` requests per key with `in_flight` at once: each key is
+/// admitted exactly `limit` times and counted so on its own master. Returns
+/// the gateways, and how many requests were admitted in all.
+async fn exact_on_every_master(
+    limit: usize,
+    n: usize,
+    per_master: usize,
+    in_flight: usize,
+) -> (TestGateway, TestGateway, usize) {
     let cluster = cluster().await;
     let up = Upstream::start("a").await;
     let cfg = routed(TestConfig::pg().await, &up).ratelimit(|r| {
         on_cluster(cluster)(r);
         strict(r);
     });
-    let (limit, n) = (20, 60);
-    let keys = keys_on_every_master(&cfg.keys().await, cluster, hourly(limit as u64), 2).await;
+    let limits = hourly(limit as u64);
+    let keys = keys_on_every_master(&cfg.keys().await, cluster, limits, per_master).await;
     let (a, b) = tokio::join!(cfg.start(), cfg.start());
     let gws = [&a, &b];
     let bursts = keys
         .iter()
-        .map(|(_, k)| burst(&gws, k.secret.expose(), n, 8));
+        .map(|(_, k)| burst(&gws, k.secret.expose(), n, in_flight));
     let results = futures::future::join_all(bursts).await;
     for ((master, k), got) in keys.iter().zip(&results) {
         assert_eq!(*got, exact(limit, n), "key on master {master}");
@@ -112,6 +118,14 @@ async fn exact_over_two_gateways_with_keys_on_every_master() {
             "master {master}"
         );
     }
+    (a, b, limit * keys.len())
+}
+
+/// L of N admitted over two gateways, for two keys on each of the three
+/// masters at once; the counters are on the key's master; no backend error.
+#[tokio::test]
+async fn exact_over_two_gateways_with_keys_on_every_master() {
+    let (a, b, _) = exact_on_every_master(20, 60, 2, 8).await;
     assert_eq!(backend_errors([&a, &b]).await, [0.0, 0.0]);
     a.stop().await;
     b.stop().await;
@@ -121,30 +135,10 @@ async fn exact_over_two_gateways_with_keys_on_every_master() {
 /// limit admitted and counted on its master, most of it from leases.
 #[tokio::test]
 async fn leases_on_every_master_admit_exactly_the_limit() {
-    let cluster = cluster().await;
-    let up = Upstream::start("a").await;
-    let cfg = routed(TestConfig::pg().await, &up).ratelimit(|r| {
-        on_cluster(cluster)(r);
-        strict(r);
-    });
-    let (limit, n) = (640, 800);
-    let keys = keys_on_every_master(&cfg.keys().await, cluster, hourly(limit as u64), 1).await;
-    let (a, b) = tokio::join!(cfg.start(), cfg.start());
-    let gws = [&a, &b];
-    let bursts = keys
-        .iter()
-        .map(|(_, k)| burst(&gws, k.secret.expose(), n, 16));
-    for ((master, k), got) in keys.iter().zip(futures::future::join_all(bursts).await) {
-        assert_eq!(got, exact(limit, n), "key on master {master}");
-        assert_eq!(
-            counted_on(cluster, *master, k),
-            limit as i64,
-            "master {master}"
-        );
-    }
+    let (a, b, admitted) = exact_on_every_master(640, 800, 1, 16).await;
     let leased = "keygate_ratelimit_leased_total";
     let from_leases = a.metric(leased).await + b.metric(leased).await;
-    let admitted = (limit * keys.len()) as f64;
+    let admitted = admitted as f64;
     assert!(
         from_leases > admitted / 2.0,
         "{from_leases} of {admitted} from leases"
